@@ -31,6 +31,26 @@ def test_cpu_kernel_equals_the_reference_bit_for_bit(name, hparams, n):
         np.testing.assert_array_equal(s[k], ref_s[k], err_msg=f"state {k}")
 
 
+@pytest.mark.parametrize("name,hparams", CASES, ids=CASE_IDS)
+def test_a_diverging_run_diverges_like_the_reference(name, hparams):
+    """NaN and inf gradients, then finite ones: the CPU kernel must keep NaN where the
+    reference (and torch: torch.maximum, sign) keeps it, in params and state alike."""
+    first = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1e30, 1e30], np.float32)
+    out = {}
+    for backend in ("numpy", "cpu"):
+        opt = optim.create(name, backend=backend, **hparams)
+        p = np.linspace(-2, 2, 8, dtype=np.float32)
+        state = opt.init(p)
+        with np.errstate(all="ignore"):
+            for g in (first, np.ones(8, np.float32), np.full(8, -0.5, np.float32)):
+                opt.step(p, g, state)
+        out[backend] = (p, state.slots)
+    np.testing.assert_array_equal(out["cpu"][0], out["numpy"][0])
+    for a, b in zip(out["cpu"][1], out["numpy"][1]):
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(out["cpu"][0][0])  # the NaN gradient's parameter is NaN: divergence shows
+
+
 @pytest.fixture
 def small_cuda_grid(monkeypatch):
     """Blocks of 16 threads and at most 3 blocks: several blocks run, and each thread
