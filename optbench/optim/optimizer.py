@@ -92,14 +92,16 @@ class State:
     the bandwidth on the CPU at 2^26 parameters, separate vectors at torch's speed.
     """
 
-    __slots__ = ("step", "names", "slots", "host", "size")
+    __slots__ = ("step", "names", "slots", "host", "size", "on_device")
 
-    def __init__(self, names: tuple[str, ...], slots: tuple, host: dict, size: int):
+    def __init__(self, names: tuple[str, ...], slots: tuple, host: dict, size: int,
+                 on_device: bool):
         self.step = 0
         self.names = names
         self.slots = slots
         self.host = host
         self.size = size
+        self.on_device = on_device
 
     def __getitem__(self, name: str):
         try:
@@ -118,7 +120,7 @@ class Optimizer:
         self.spec = spec
         self.hparams = hparams
         self.backend = backend
-        self.slots: dict[str, float] = spec.slots(hparams)
+        self.slots: dict[str, float] = spec.slots(hparams)  # state vectors: initial values
         self._names = tuple(self.slots)
         options = spec.options(hparams)
         if backend == "cpu":
@@ -151,7 +153,7 @@ class Optimizer:
         slots = tuple(np.full(n, value, F32) for value in self.slots.values())
         if self.backend == "cuda":
             slots = tuple(self._cuda.to_device(x) for x in slots)
-        return State(self._names, slots, dict(self.spec.host), n)
+        return State(self._names, slots, dict(self.spec.host), n, self.backend == "cuda")
 
     def step(self, params, grads, state: State) -> None:
         """One update of `params` (in place) from `grads`; `state` advances one step."""
@@ -164,9 +166,7 @@ class Optimizer:
                 f"{getattr(state, 'names', type(state).__name__)}, this optimizer's "
                 f"{self._names}); make it with opt.init(params)"
             )
-        if state.size != n or any(
-            isinstance(x, np.ndarray) == (self.backend == "cuda") for x in state.slots
-        ):
+        if state.size != n or state.on_device != (self.backend == "cuda"):
             raise UsageError(
                 f"state was made for {state.size} params on another backend or size; this "
                 f"step has {n} params on {self.backend!r}: make it with opt.init(params)"

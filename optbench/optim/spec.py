@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from optbench.errors import UsageError
 
 
@@ -114,8 +116,9 @@ def validate(spec: Spec, given: Mapping[str, Any]) -> dict:
     h = {**spec.defaults, **given}
     for name, value in h.items():
         if name in FLAGS:
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 raise UsageError(f"{spec.name}: {name}={value!r} must be True or False")
+            h[name] = bool(value)
         elif name == "betas":
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
                 raise UsageError(
