@@ -13,7 +13,9 @@ With gradient g at step t = 1, 2, ..., learning rate gamma, momentum decay psi:
     theta    <- theta - gamma * (1 - mu_t) / (1 - P_t) * g / delta
                       - gamma * mu_{t+1} / (1 - P_t * mu_{t+1}) * m_t / delta
 
-P_t is a float32 scalar, as torch keeps it (a float32 tensor), so both round it alike.
+P_t is a float32 scalar, as torch keeps it (a float32 tensor), so both round it alike. v's
+bias correction multiplies by 1 / (1 - beta2^t) from the host where torch divides (one
+division less per element, at most one rounding apart).
 
 Where others differ: Keras's Nadam uses the schedule 0.96^t (no psi: its momentum decays
 about 250 times faster than torch's default psi = 4e-3) and epsilon = 1e-7; optax.nadam is
@@ -50,7 +52,7 @@ def reference(p, g, state, h):
     m += (1 - beta1) * (g - m)
     v *= beta2
     v += (1 - beta2) * g * g
-    delta = np.sqrt(v / (1 - beta2**t)) + eps
+    delta = np.sqrt(v * (1 / (1 - beta2**t))) + eps
     p += -lr * (1 - mu) / (1 - float(P)) * g / delta
     p += -lr * mu_next / (1 - float(P) * mu_next) * m / delta
 
@@ -65,7 +67,7 @@ def scalars(h, state):
     return (
         f32(-lr * (1 - mu) / (1 - float(P))),
         f32(-lr * mu_next / (1 - float(P) * mu_next)),
-        f32(1 - beta2**t),
+        f32(1 / (1 - beta2**t)),
         f32(1 - beta1),
         f32(beta2),
         f32(1 - beta2),
@@ -80,7 +82,7 @@ def rule(has_wd, decoupled):
 
     @register_jitable
     def nadam(i, p, g, s, h):
-        c_grad, c_avg, bc2, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        c_grad, c_avg, inv_bc2, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
         x = p[i]
         d = g[i]
         if has_wd:
@@ -92,7 +94,7 @@ def rule(has_wd, decoupled):
         v = beta2 * s[1][i] + one_m_beta2 * d * d
         s[0][i] = m
         s[1][i] = v
-        delta = math.sqrt(v / bc2) + eps
+        delta = math.sqrt(v * inv_bc2) + eps
         x = x + c_grad * d / delta
         p[i] = x + c_avg * m / delta
 

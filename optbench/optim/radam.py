@@ -14,6 +14,9 @@ With gradient g at step t = 1, 2, ..., learning rate gamma:
     theta    <- theta - gamma * mhat * r_t * sqrt(1 - beta2^t) / (sqrt(v_t) + eps)  if rho_t > 5
     theta    <- theta - gamma * mhat                                               otherwise
 
+m's bias correction multiplies by 1 / (1 - beta1^t) from the host where torch divides (one
+division less per element, at most one rounding apart).
+
 Where others differ: torch adds eps to sqrt(v_t) before the bias correction (an
 "epsilon hat", as Keras's Adam), optax.radam after it, sqrt(v_t / (1 - beta2^t)) + eps;
 both switch at rho_t > 5 (optax's `threshold`).
@@ -52,7 +55,7 @@ def reference(p, g, state, h):
     m += (1 - beta1) * (g - m)
     v *= beta2
     v += (1 - beta2) * g * g
-    mhat = m / (1 - beta1**t)
+    mhat = m * (1 / (1 - beta1**t))
     rho_t, rect = _rho(beta2, t)
     if rho_t > 5:
         p -= mhat * lr * (math.sqrt(1 - beta2**t) / (np.sqrt(v) + eps)) * rect
@@ -67,7 +70,7 @@ def scalars(h, state):
     rho_t, rect = _rho(beta2, t)
     return (
         f32(lr),
-        f32(1 - beta1**t),
+        f32(1 / (1 - beta1**t)),
         f32(math.sqrt(1 - beta2**t)),
         f32(rect),  # 0 while rho_t <= 5: the step is then the plain momentum step
         f32(1 - beta1),
@@ -84,7 +87,7 @@ def rule(has_wd, decoupled):
 
     @register_jitable
     def radam(i, p, g, s, h):
-        lr, bc1, bc2_sqrt, rect, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        lr, inv_bc1, bc2_sqrt, rect, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
         x = p[i]
         d = g[i]
         if has_wd:
@@ -97,7 +100,7 @@ def rule(has_wd, decoupled):
         s[0][i] = m
         s[1][i] = v
         # Both steps are computed and one is picked: a select vectorizes, a branch would not.
-        plain = m / bc1 * lr
+        plain = m * inv_bc1 * lr
         rectified = plain * (bc2_sqrt / (math.sqrt(v) + eps)) * rect
         p[i] = x - (rectified if rect > ZERO else plain)
 
