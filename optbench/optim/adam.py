@@ -63,19 +63,15 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
-    lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
     t = state.step
-    return (
-        f32(lr / (1 - beta1**t)),
-        f32(1 / math.sqrt(1 - beta2**t)),
-        f32(1 - beta1),
-        f32(beta2),
-        f32(1 - beta2),
-        f32(h["eps"]),
-        f32(wd),
-        f32(1 - lr * wd),
-    )
+    return (f32(h["lr"] / (1 - beta1**t)), f32(1 / math.sqrt(1 - beta2**t)))
+
+
+def constants(h):
+    lr, wd = h["lr"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    return (f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd), f32(1 - lr * wd))
 
 
 def rule(has_wd, decoupled, amsgrad):
@@ -113,7 +109,8 @@ def _options(h):
 
 
 _COMMON = dict(
-    slots=_slots, options=_options, scalars=scalars, rule=rule, reference=reference, doc=__doc__
+    slots=_slots, options=_options, scalars=scalars, constants=constants, rule=rule,
+    reference=reference, doc=__doc__,
 )
 
 SPEC = Spec(

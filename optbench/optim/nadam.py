@@ -58,7 +58,7 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
-    lr, wd = h["lr"], h["weight_decay"]
+    lr = h["lr"]
     beta1, beta2 = h["betas"]
     t = state.step
     mu = _schedule(beta1, h["momentum_decay"], t)
@@ -68,13 +68,13 @@ def scalars(h, state):
         f32(-lr * (1 - mu) / (1 - float(P))),
         f32(-lr * mu_next / (1 - float(P) * mu_next)),
         f32(1 / (1 - beta2**t)),
-        f32(1 - beta1),
-        f32(beta2),
-        f32(1 - beta2),
-        f32(h["eps"]),
-        f32(wd),
-        f32(1 - lr * wd),
     )
+
+
+def constants(h):
+    lr, wd = h["lr"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    return (f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd), f32(1 - lr * wd))
 
 
 def rule(has_wd, decoupled):
@@ -110,6 +110,7 @@ SPEC = Spec(
     slots=lambda h: {"exp_avg": 0.0, "exp_avg_sq": 0.0},
     options=lambda h: (h["weight_decay"] != 0, h["decoupled_weight_decay"]),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     host={"mu_product": 1.0},

@@ -122,6 +122,7 @@ class Optimizer:
         self.backend = backend
         self.slots: dict[str, float] = spec.slots(hparams)  # state vectors: initial values
         self._names = tuple(self.slots)
+        self._constants = spec.constants(hparams)
         options = spec.options(hparams)
         if backend == "cpu":
             self._kernel = drivers.cpu_step(spec.rule, options)
@@ -176,7 +177,7 @@ class Optimizer:
         if self.backend == "numpy":
             self.spec.reference(params, grads, state, self.hparams)
             return
-        h = self.spec.scalars(self.hparams, state)
+        h = self.spec.scalars(self.hparams, state) + self._constants
         if self.backend == "cpu":
             self._kernel(params, grads, state.slots, h)
         else:

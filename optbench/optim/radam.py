@@ -64,22 +64,21 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
-    lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
     t = state.step
     rho_t, rect = _rho(beta2, t)
     return (
-        f32(lr),
         f32(1 / (1 - beta1**t)),
         f32(math.sqrt(1 - beta2**t)),
         f32(rect),  # 0 while rho_t <= 5: the step is then the plain momentum step
-        f32(1 - beta1),
-        f32(beta2),
-        f32(1 - beta2),
-        f32(h["eps"]),
-        f32(wd),
-        f32(1 - lr * wd),
     )
+
+
+def constants(h):
+    lr, wd = h["lr"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    return (f32(lr), f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd),
+            f32(1 - lr * wd))
 
 
 def rule(has_wd, decoupled):
@@ -87,7 +86,7 @@ def rule(has_wd, decoupled):
 
     @register_jitable
     def radam(i, p, g, s, h):
-        lr, inv_bc1, bc2_sqrt, rect, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        inv_bc1, bc2_sqrt, rect, lr, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
         x = p[i]
         d = g[i]
         if has_wd:
@@ -116,6 +115,7 @@ SPEC = Spec(
     slots=lambda h: {"exp_avg": 0.0, "exp_avg_sq": 0.0},
     options=lambda h: (h["weight_decay"] != 0, h["decoupled_weight_decay"]),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     doc=__doc__,

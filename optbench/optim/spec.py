@@ -31,9 +31,11 @@ class Spec:
                torch's state dict (exp_avg, exp_avg_sq, momentum_buffer, ...).
     options:   hparams -> tuple of bools: switches that select code paths of the rule. They
                are compile-time constants of the kernels (one compiled kernel per tuple).
-    scalars:   (hparams, state) -> tuple of float32: the per-step scalars of the rule (learning
-               rate, bias corrections, ...), computed on the host after `state.step` was
+    scalars:   (hparams, state) -> tuple of float32: the rule's scalars that change with the
+               step (bias corrections, ...), computed on the host after `state.step` was
                incremented, in Python floats as torch computes them, then rounded to float32.
+    constants: hparams -> tuple of float32: the rule's scalars fixed by the hyper-parameters
+               (1 - beta1, eps, ...), computed once. The rule gets h = scalars + constants.
     rule:      rule(*options) -> the per-element update `update(i, p, g, s, h)` (numba
                register_jitable), with the options as compile-time constants: it reads grads
                g[i] and writes params p[i] and state s[k][i], with h the scalars. The CPU and
@@ -54,6 +56,7 @@ class Spec:
     slots: Callable[[dict], dict]
     options: Callable[[dict], tuple]
     scalars: Callable[[dict, Any], tuple]
+    constants: Callable[[dict], tuple]
     rule: Callable
     reference: Callable
     host: Mapping[str, float] = field(default_factory=dict)
