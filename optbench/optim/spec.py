@@ -1,7 +1,8 @@
 """What defines an optimizer: its spec, and the checks every hyper-parameter goes through.
 
-A spec is data plus four small functions; adding an optimizer means writing one module with
-its element rule, its numpy reference and its spec, and listing it in `optbench.optim.SPECS`.
+A spec is data plus a few small functions. Adding an optimizer means writing one module with
+its numpy reference, its element rule, its host scalars and its spec, and listing the spec
+in `optbench.optim.optimizer.SPECS`.
 Hyper-parameters keep torch.optim's names, defaults and meaning; their allowed ranges live
 in `RANGES`, keyed by those names, so every optimizer refuses the same bad value the same way.
 """
@@ -65,19 +66,20 @@ class Spec:
     doc: str = ""
 
 
-def _between(lo, hi, lo_open=False, hi_open=False):
+def _between(lo, hi=math.inf, lo_open=False, hi_open=False):
+    """(predicate, text template) for lo <= x <= hi, either end open; "{}" is the name."""
     def ok(x):
         return (lo < x if lo_open else lo <= x) and (x < hi if hi_open else x <= hi)
 
-    text = f"{lo} {'<' if lo_open else '<='} x {'<' if hi_open else '<='} {hi}"
-    return ok, text
+    upper = "< inf" if hi == math.inf else f"{'<' if hi_open else '<='} {hi}"
+    return ok, f"{lo} {'<' if lo_open else '<='} {{}} {upper}"
 
 
-_NONNEG = _between(0.0, math.inf)
-_POSITIVE = _between(0.0, math.inf, lo_open=True)
+_NONNEG = _between(0.0)
+_POSITIVE = _between(0.0, lo_open=True)
 _UNIT_OPEN = _between(0.0, 1.0, hi_open=True)  # [0, 1)
 
-# name -> (predicate, allowed range as text). Values are checked as finite real numbers first.
+# name -> (predicate, allowed range as a text template). Values must also be finite.
 RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "lr": _NONNEG,
     "eps": _POSITIVE,
@@ -103,7 +105,9 @@ def _real(optimizer: str, name: str, value, label: str | None = None) -> float:
     x = float(value)
     ok, text = RANGES[name]
     if not (math.isfinite(x) and ok(x)):
-        raise UsageError(f"{optimizer}: {label}={value!r} is out of range; allowed: {text}")
+        raise UsageError(
+            f"{optimizer}: {label}={value!r} is out of range; allowed: {text.format(label)}"
+        )
     return x
 
 
@@ -125,8 +129,8 @@ def validate(spec: Spec, given: Mapping[str, Any]) -> dict:
         elif name == "betas":
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
                 raise UsageError(
-                    f"{spec.name}: betas={value!r} must be a pair (beta1, beta2), "
-                    f"each {RANGES['betas'][1]}"
+                    f"{spec.name}: betas={value!r} must be a pair (beta1, beta2) with "
+                    + RANGES["betas"][1].format("beta")
                 )
             h[name] = tuple(
                 _real(spec.name, name, b, f"betas[{k}]") for k, b in enumerate(value)
