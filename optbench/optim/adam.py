@@ -41,10 +41,11 @@ from optbench.optim.spec import Spec
 f32 = np.float32
 
 
-def reference(p, g, state, h):
-    lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+def reference_moments(p, g, state, h):
+    """Weight decay and the two moments, in place; shared with NAdam and RAdam. Returns the
+    gradient (with coupled weight decay added), m and v."""
+    lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
-    t = state.step
     if wd != 0:
         if h["decoupled_weight_decay"]:
             p *= 1 - lr * wd
@@ -54,6 +55,14 @@ def reference(p, g, state, h):
     m += (1 - beta1) * (g - m)  # beta1 * m + (1 - beta1) * g, as torch's lerp_
     v *= beta2
     v += (1 - beta2) * g * g
+    return g, m, v
+
+
+def reference(p, g, state, h):
+    lr, eps = h["lr"], h["eps"]
+    beta1, beta2 = h["betas"]
+    t = state.step
+    g, m, v = reference_moments(p, g, state, h)
     if h["amsgrad"]:
         vmax = state["max_exp_avg_sq"]
         np.maximum(vmax, v, out=vmax)
@@ -74,12 +83,12 @@ def constants(h):
     return (f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd), f32(1 - lr * wd))
 
 
-def rule(has_wd, decoupled, amsgrad):
-    """The element update with these options as compile-time constants."""
+def moments(has_wd, decoupled):
+    """The element form of reference_moments, shared with NAdam and RAdam: returns
+    (param after decoupled decay, gradient after coupled decay, m, v)."""
 
     @register_jitable
-    def adam(i, p, g, s, h):
-        step_size, inv_bc2_sqrt, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+    def update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay):
         x = p[i]
         d = g[i]
         if has_wd:
@@ -91,6 +100,19 @@ def rule(has_wd, decoupled, amsgrad):
         v = beta2 * s[1][i] + one_m_beta2 * d * d
         s[0][i] = m
         s[1][i] = v
+        return x, d, m, v
+
+    return update_moments
+
+
+def rule(has_wd, decoupled, amsgrad):
+    """The element update with these options as compile-time constants."""
+    update_moments = moments(has_wd, decoupled)
+
+    @register_jitable
+    def adam(i, p, g, s, h):
+        step_size, inv_bc2_sqrt, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        x, d, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
         if amsgrad:
             v = maximum(s[2][i], v)
             s[2][i] = v

@@ -27,6 +27,7 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim import adam
 from optbench.optim.spec import Spec
 
 f32 = np.float32
@@ -37,21 +38,13 @@ def _schedule(beta1, psi, t):
 
 
 def reference(p, g, state, h):
-    lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+    lr, eps = h["lr"], h["eps"]
     beta1, beta2 = h["betas"]
     t = state.step
-    if wd != 0:
-        if h["decoupled_weight_decay"]:
-            p *= 1 - lr * wd
-        else:
-            g = g + wd * p
     mu = _schedule(beta1, h["momentum_decay"], t)
     mu_next = _schedule(beta1, h["momentum_decay"], t + 1)
     state.host["mu_product"] = P = f32(state.host["mu_product"] * mu)
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m += (1 - beta1) * (g - m)
-    v *= beta2
-    v += (1 - beta2) * g * g
+    g, m, v = adam.reference_moments(p, g, state, h)
     delta = np.sqrt(v * (1 / (1 - beta2**t))) + eps
     p += -lr * (1 - mu) / (1 - float(P)) * g / delta
     p += -lr * mu_next / (1 - float(P) * mu_next) * m / delta
@@ -79,21 +72,12 @@ def constants(h):
 
 def rule(has_wd, decoupled):
     """The element update with these options as compile-time constants."""
+    update_moments = adam.moments(has_wd, decoupled)
 
     @register_jitable
     def nadam(i, p, g, s, h):
         c_grad, c_avg, inv_bc2, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            if decoupled:
-                x = x * decay
-            else:
-                d = d + wd * x
-        m = s[0][i] + one_m_beta1 * (d - s[0][i])
-        v = beta2 * s[1][i] + one_m_beta2 * d * d
-        s[0][i] = m
-        s[1][i] = v
+        x, d, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
         delta = math.sqrt(v * inv_bc2) + eps
         x = x + c_grad * d / delta
         p[i] = x + c_avg * m / delta

@@ -27,6 +27,7 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim import adam
 from optbench.optim.scalar import ZERO
 from optbench.optim.spec import Spec
 
@@ -43,18 +44,10 @@ def _rho(beta2, t):
 
 
 def reference(p, g, state, h):
-    lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+    lr, eps = h["lr"], h["eps"]
     beta1, beta2 = h["betas"]
     t = state.step
-    if wd != 0:
-        if h["decoupled_weight_decay"]:
-            p *= 1 - lr * wd
-        else:
-            g = g + wd * p
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m += (1 - beta1) * (g - m)
-    v *= beta2
-    v += (1 - beta2) * g * g
+    _, m, v = adam.reference_moments(p, g, state, h)
     mhat = m * (1 / (1 - beta1**t))
     rho_t, rect = _rho(beta2, t)
     if rho_t > 5:
@@ -83,21 +76,12 @@ def constants(h):
 
 def rule(has_wd, decoupled):
     """The element update with these options as compile-time constants."""
+    update_moments = adam.moments(has_wd, decoupled)
 
     @register_jitable
     def radam(i, p, g, s, h):
         inv_bc1, bc2_sqrt, rect, lr, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            if decoupled:
-                x = x * decay
-            else:
-                d = d + wd * x
-        m = s[0][i] + one_m_beta1 * (d - s[0][i])
-        v = beta2 * s[1][i] + one_m_beta2 * d * d
-        s[0][i] = m
-        s[1][i] = v
+        x, _, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
         # Both steps are computed and one is picked: a select vectorizes, a branch would not.
         plain = m * inv_bc1 * lr
         rectified = plain * (bc2_sqrt / (math.sqrt(v) + eps)) * rect
