@@ -1,0 +1,155 @@
+"""What the three cells share: the block layout of the gate pre-activations, weight packing,
+the step that forms dL/dh_t, and the weight gradients.
+
+Layout (per time slot s, per batch row b; H hidden units, I inputs, Hp = H rounded up to
+the panel width NR):
+
+    Z[s, b] = [h_{s-1} (H) | 1 | x_s (I)]         the augmented input of step s
+    G[s, b] = [block 0 | block 1 | ... ]          one block of Hp columns per gate product
+
+Every gate pre-activation is one product Z[s] @ Wcat, with the bias in the row that
+multiplies the constant 1; the backward pass reuses G[s] for dL/d(pre-activation).
+A cell names the block that each of its gates' input rows (`ih_blocks`) and recurrent
+rows (`hh_blocks`) feed. LSTM and tanh RNN: gate g -> block g for both. GRU: r and z
+have one block each; the candidate n has two, because torch's GRU applies the reset gate
+to the recurrent part only: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)). Block 2 holds
+W_hn h + b_hn (hidden rows and bias only), block 3 W_in x + b_in (bias and input rows);
+the packed panels skip the rows a block does not use (`_gemm` module docstring).
+
+Weight gradients are one product over all time steps, dWcat^T = Z^T G (T*B rows); the
+parameter gradients are read back from it with the same block map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from numba import njit, prange
+
+from optbench.nn._gemm import gemm, mm, mm_tn, pack
+from optbench.nn._jit import JIT, JIT_PARALLEL
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """How a cell maps onto the shared layout; `forward` / `backward` are its kernels."""
+
+    name: str
+    gates: str  # torch's gate order: one letter per (H x .) row block of weight_ih/hh
+    ih_blocks: tuple[int, ...]  # block fed by gate g's input rows and bias_ih
+    hh_blocks: tuple[int, ...]  # block fed by gate g's recurrent rows and bias_hh
+    forward: Callable
+    backward: Callable
+    cell_state: bool = False  # LSTM: keeps c_t
+    reference: str = ""
+
+    @property
+    def n_blocks(self) -> int:
+        return max(self.ih_blocks + self.hh_blocks) + 1
+
+    @property
+    def n_hh_blocks(self) -> int:
+        """Blocks 0 .. n_hh_blocks-1 carry the recurrent rows (the backward product's K)."""
+        return max(self.hh_blocks) + 1
+
+    def k_range(self, block: int, hidden: int, inputs: int) -> tuple[int, int]:
+        """Rows of Z that block `block` uses: [h | 1 | x], [h | 1] or [1 | x]."""
+        lo = 0 if block in self.hh_blocks else hidden
+        hi = hidden + 1 + inputs if block in self.ih_blocks else hidden + 1
+        return lo, hi
+
+
+@njit(**JIT)
+def assemble(w_ih, w_hh, b_ih, b_hh, head_w, head_b, ih_blocks, hh_blocks, cat, bwd, head):
+    """Write the logical right operands from the torch-layout parameters.
+
+    cat  (H+1+I, n_blocks*Hp): Z @ cat = all gate pre-activations, biases included;
+    bwd  (n_hh_blocks*Hp, Hp): dG @ bwd = the recurrent part of dL/dh_{t-1};
+    head (H+1, O): [h_t | 1] @ head = the head's output.
+    Entries outside the written blocks stay zero from allocation.
+    """
+    hidden = w_hh.shape[1]
+    hp = cat.shape[1] // (max(ih_blocks.max(), hh_blocks.max()) + 1)
+    cat[hidden, :] = 0
+    for g in range(ih_blocks.size):
+        rows = slice(g * hidden, (g + 1) * hidden)
+        ci = ih_blocks[g] * hp
+        ch = hh_blocks[g] * hp
+        cat[hidden + 1:, ci:ci + hidden] = w_ih[rows].T
+        cat[:hidden, ch:ch + hidden] = w_hh[rows].T
+        cat[hidden, ci:ci + hidden] += b_ih[rows]
+        cat[hidden, ch:ch + hidden] += b_hh[rows]
+        bwd[ch:ch + hidden, :hidden] = w_hh[rows]
+    head[:hidden, :] = head_w.T
+    head[hidden, :] = head_b
+
+
+@njit(**JIT)
+def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, ih_blocks, hh_blocks,
+                 cat, bwd, head, cat_data, cat_pk, bwd_data, bwd_pk,
+                 head_data, head_pk, headt_data, headt_pk):
+    """Assemble and pack the four right operands of one pass (head_w itself, O x H, is
+    the one of dY @ W_head). Run at the start of every call: the optimizer changes the
+    parameters in place between calls."""
+    assemble(w_ih, w_hh, b_ih, b_hh, head_w, head_b, ih_blocks, hh_blocks, cat, bwd, head)
+    pack(cat, cat_data, cat_pk)
+    pack(bwd, bwd_data, bwd_pk)
+    pack(head, head_data, head_pk)
+    pack(head_w, headt_data, headt_pk)
+
+
+@njit(**JIT)
+def start_state(z, lo, hi, hidden):
+    """h_{-1} = 0 for rows lo..hi (slot 0 is reused when streaming)."""
+    z[lo:hi, :hidden] = 0
+
+
+@njit(**JIT)
+def dh_step(last, direct, carried, dy_t, headt_data, headt_pk, g_next, bwd_data, bwd_pk,
+            dh, lo, hi):
+    """dh[lo:hi] = dL/dh_t: the head's direct part dY_t @ W_head (`direct`: at every step
+    with head "every", at the last step with head "last") plus the part through step t+1,
+    dG_{t+1} @ bwd (unless t is the `last` step). `carried`: dh already holds a part
+    through h_{t+1} left by the cell's element-wise backward (GRU: dh_{t+1} * z_{t+1});
+    it is kept, except at the last step, where nothing came before."""
+    if direct:
+        mm(dy_t, 0, headt_data, headt_pk, dh, 0, lo, hi, carried and not last)
+    if not last:
+        mm(g_next, 0, bwd_data, bwd_pk, dh, 0, lo, hi, direct or carried)
+
+
+@njit(**JIT_PARALLEL)
+def weight_grads(g, z, dy, every, ih_blocks, hh_blocks, panels, work, dwt, dwhead,
+                 gw_ih, gw_hh, gb_ih, gb_hh, ghead_w, ghead_b):
+    """All parameter gradients from G = dL/d(pre-activations) and the inputs Z.
+
+    dWcat^T[rows of Z, blocks] = sum over t, b of Z[t, b]^T G[t, b]: thread i computes
+    the column panels `panels[i]` (rows: panel, first and last row of Z that its block
+    uses; padded with empty rows), with its own `work[i]`. Threads own disjoint columns,
+    so there is no reduction. The head's gradient is dY^T [h_t | 1] over the steps that
+    have an output (BLAS; small). Both are then read back into the torch-layout gradient
+    views through the block map.
+    """
+    steps, batch, gw = g.shape
+    zw = z.shape[2]
+    hidden = gw_hh.shape[1]
+    hp = gw // (max(ih_blocks.max(), hh_blocks.max()) + 1)
+    gm = g.reshape(steps * batch, gw)
+    zm = z.reshape(z.shape[0] * batch, zw)
+    for i in prange(panels.shape[0]):
+        mm_tn(zm[:steps * batch], gm, dwt, panels[i], work[i])
+    dym = dy.reshape(dy.shape[0] * batch, dy.shape[2])
+    first = batch if every else steps * batch  # [h_t | 1] lives in slot t + 1
+    gemm(True, dym, zm[first:first + dym.shape[0], :hidden + 1], 0.0, dwhead)
+    for gate in range(ih_blocks.size):
+        rows = slice(gate * hidden, (gate + 1) * hidden)
+        ci = ih_blocks[gate] * hp
+        ch = hh_blocks[gate] * hp
+        gw_ih[rows] = dwt[hidden + 1:, ci:ci + hidden].T
+        gw_hh[rows] = dwt[:hidden, ch:ch + hidden].T
+        gb_ih[rows] = dwt[hidden, ci:ci + hidden]
+        gb_hh[rows] = dwt[hidden, ch:ch + hidden]
+    ghead_w[:] = dwhead[:, :hidden]
+    ghead_b[:] = dwhead[:, hidden]
