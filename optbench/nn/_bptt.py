@@ -2,7 +2,7 @@
 the step that forms dL/dh_t, and the weight gradients.
 
 Layout (per time slot s, per batch row b; H hidden units, I inputs, Hp = H rounded up to
-the panel width NR):
+the panel width NR; rows padded to an odd number of cache lines, see _gemm.mm_tn):
 
     Z[s, b] = [h_{s-1} (H) | 1 | x_s (I)]         the augmented input of step s
     G[s, b] = [block 0 | block 1 | ... ]          one block of Hp columns per gate product
@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from optbench.nn._gemm import gemm, mm, mm_tn, pack
-from optbench.nn._jit import JIT, JIT_PARALLEL
+from optbench.nn._jit import JIT, JIT_PARALLEL, KC
 
 
 @dataclass(frozen=True)
@@ -121,25 +121,22 @@ def dh_step(last, direct, carried, dy_t, headt_data, headt_pk, g_next, bwd_data,
 
 
 @njit(**JIT_PARALLEL)
-def weight_grads(g, z, dy, every, ih_blocks, hh_blocks, panels, work, dwt, dwhead,
+def weight_grads(g, z, dy, every, hidden, hp, ih_blocks, hh_blocks, panels, dwt, dwhead,
                  gw_ih, gw_hh, gb_ih, gb_hh, ghead_w, ghead_b):
     """All parameter gradients from G = dL/d(pre-activations) and the inputs Z.
 
     dWcat^T[rows of Z, blocks] = sum over t, b of Z[t, b]^T G[t, b]: thread i computes
     the column panels `panels[i]` (rows: panel, first and last row of Z that its block
-    uses; padded with empty rows), with its own `work[i]`. Threads own disjoint columns,
-    so there is no reduction. The head's gradient is dY^T [h_t | 1] over the steps that
-    have an output (BLAS; small). Both are then read back into the torch-layout gradient
-    views through the block map.
+    uses; padded with empty rows). Threads own disjoint columns, so there is no
+    reduction. The head's gradient is dY^T [h_t | 1] over the steps that have an output
+    (BLAS; small). Both are then read back into the torch-layout gradient views through
+    the block map.
     """
-    steps, batch, gw = g.shape
-    zw = z.shape[2]
-    hidden = gw_hh.shape[1]
-    hp = gw // (max(ih_blocks.max(), hh_blocks.max()) + 1)
-    gm = g.reshape(steps * batch, gw)
-    zm = z.reshape(z.shape[0] * batch, zw)
+    steps, batch = g.shape[0], g.shape[1]
+    gm = g.reshape(steps * batch, g.shape[2])
+    zm = z.reshape(z.shape[0] * batch, z.shape[2])
     for i in prange(panels.shape[0]):
-        mm_tn(zm[:steps * batch], gm, dwt, panels[i], work[i])
+        mm_tn(zm[:steps * batch], gm, dwt, panels[i], KC)
     dym = dy.reshape(dy.shape[0] * batch, dy.shape[2])
     first = batch if every else steps * batch  # [h_t | 1] lives in slot t + 1
     gemm(True, dym, zm[first:first + dym.shape[0], :hidden + 1], 0.0, dwhead)

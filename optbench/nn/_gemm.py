@@ -139,32 +139,26 @@ def mm(a, a_col, data, pk, c, c_col, lo, hi, acc):
 
 
 @njit(**JIT)
-def mm_tn(a, b, c, panels, work):
+def mm_tn(a, b, c, panels, kc):
     """C[m0:m1, p*NR : (p+1)*NR] = A[:, m0:m1]^T @ B[:, p*NR : (p+1)*NR] for each row
     (p, m0, m1) of `panels`: sums over all rows k of A (K x M) and B (K x N), both
-    row-major, the weight-gradient form. K runs in blocks of len(work) / NR rows, outer,
-    so that each block of A is read from memory once and stays in L2 across the panels;
-    each panel's block of B is copied to `work` first (B's rows are 4 N bytes apart, which
-    maps them onto few L1 sets) and stays in L1 across the row tiles.
+    row-major, the weight-gradient form. K runs in blocks of `kc` rows, outer, so that
+    a block of A is read from memory once and stays in L2 across the panels, and a
+    panel's block of B (kc x NR) stays in L1 across the row tiles. That needs B's row
+    stride to be an odd number of cache lines (see model._row_stride): at 2 KiB, say,
+    all rows would fall into two of L1's 64 sets and evict each other.
     """
     nr = NV * VECTOR_BYTES // b.itemsize
-    kc = work.size // nr
     lda = a.strides[0] // a.itemsize
+    ldb = b.strides[0] // b.itemsize
     ldc = c.strides[0] // c.itemsize
-    block = work.reshape(kc, nr)
     for k0 in range(0, a.shape[0], kc):
         n_k = min(kc, a.shape[0] - k0)
         for i in range(panels.shape[0]):
             p, m0, m1 = panels[i, 0], panels[i, 1], panels[i, 2]
-            if m1 <= m0:
-                continue
-            for k in range(n_k):
-                src = b[k0 + k]
-                for j in range(nr):
-                    block[k, j] = src[p * nr + j]
             for r in range(m0, m1, MR):
                 _tiles(min(MR, m1 - r), k0 > 0, n_k, a, k0 * lda + r, 1, lda,
-                       work, 0, nr, c, r * ldc + p * nr, ldc)
+                       b, k0 * ldb + p * nr, ldb, c, r * ldc + p * nr, ldc)
 
 
 @njit(**JIT)

@@ -31,10 +31,9 @@ _ONE = np.float32(1.0)
 
 @njit(**JIT_PARALLEL)
 def gru_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden,
-                 every):
+                hp, every):
     """As lstm_forward; `c` is unused (no cell state) and may be empty."""
     steps = x.shape[1]
-    hp = g.shape[2] // 4
     for chunk in prange(rows.size - 1):
         lo, hi = rows[chunk], rows[chunk + 1]
         start_state(z[0], lo, hi, hidden)
@@ -42,7 +41,7 @@ def gru_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
             zt, zn = z[t % z.shape[0]], z[(t + 1) % z.shape[0]]
             gt = g[t % g.shape[0]]
             for b in range(lo, hi):
-                zt[b, hidden + 1:] = x[b, t]
+                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 # Simple loops over 1-D views, so that LLVM vectorizes each (see lstm.py).
@@ -63,10 +62,9 @@ def gru_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
 
 @njit(**JIT_PARALLEL)
 def gru_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, scratch,
-                 norms, rows, hidden, every):
+                 norms, rows, hidden, hp, every):
     """As lstm_backward; `c` is unused, `scratch` (B, H) holds d pre_z for a moment."""
     steps = g.shape[0]
-    hp = g.shape[2] // 4
     for chunk in prange(rows.size - 1):
         lo, hi = rows[chunk], rows[chunk + 1]
         for t in range(steps - 1, -1, -1):

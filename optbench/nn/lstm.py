@@ -33,12 +33,11 @@ _ONE = np.float32(1.0)
 
 @njit(**JIT_PARALLEL)
 def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden,
-                 every):
+                 hp, every):
     """Forward over x (B, T, I). Slots are taken modulo the buffers' first dimension:
     T+1 / T for training (everything kept for BPTT), 2 / 1 when streaming. Writes
     h_t into z, c_t into c, the activated gates into g, head outputs into y."""
     steps = x.shape[1]
-    hp = g.shape[2] // 4
     for chunk in prange(rows.size - 1):
         lo, hi = rows[chunk], rows[chunk + 1]
         start_state(z[0], lo, hi, hidden)
@@ -48,7 +47,7 @@ def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidd
             gt = g[t % g.shape[0]]
             c0, c1 = c[t % c.shape[0]], c[(t + 1) % c.shape[0]]
             for b in range(lo, hi):
-                zt[b, hidden + 1:] = x[b, t]
+                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 # One simple loop per quantity, over 1-D views: LLVM vectorizes a loop
@@ -74,10 +73,9 @@ def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidd
 
 @njit(**JIT_PARALLEL)
 def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, norms,
-                  rows, hidden, every):
+                  rows, hidden, hp, every):
     """BPTT: overwrites g with dL/d(pre-activations) and norms[b, t] with ||dL/dh_t[b]||."""
     steps = g.shape[0]
-    hp = g.shape[2] // 4
     for chunk in prange(rows.size - 1):
         lo, hi = rows[chunk], rows[chunk + 1]
         dc[lo:hi] = 0

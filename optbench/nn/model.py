@@ -19,7 +19,7 @@ from optbench.errors import UsageError
 from optbench.nn import gru, lstm, rnn
 from optbench.nn._bptt import CellSpec, pack_weights, weight_grads
 from optbench.nn._gemm import panel_table
-from optbench.nn._jit import EVAL_ROWS, KC, MR, panel_width
+from optbench.nn._jit import EVAL_ROWS, MR, panel_width
 from optbench.nn.init import SCHEMES, initialise
 from optbench.nn.losses import LOSSES
 
@@ -94,6 +94,14 @@ class Diag:
     grad_norm_per_step: np.ndarray
 
 
+def _row_stride(width: int, dtype) -> int:
+    """Elements per buffer row: `width` rounded up to an odd number of 64-byte lines, so
+    that successive rows fall into different L1 sets (see _gemm.mm_tn)."""
+    per_line = 64 // np.dtype(dtype).itemsize
+    lines = -(-width // per_line)
+    return (lines + 1 - lines % 2) * per_line
+
+
 class _Workspace:
     """Buffers for one (batch, steps, training?) shape; see optbench.nn._bptt for Z and G."""
 
@@ -105,9 +113,9 @@ class _Workspace:
         tiles = -(-batch // MR)
         self.rows = np.array([min(batch, MR * round(i * tiles / threads))
                               for i in range(threads + 1)], np.int64)
-        self.z = np.zeros((steps + 1 if train else 2, batch, m.z_width), dt)
+        self.z = np.zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
         self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
-        self.g = np.zeros((steps if train else 1, batch, m.g_width), dt)
+        self.g = np.zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
         cstate = (steps + 1 if train else 2, batch, m.hidden_size)
         self.c = np.zeros(cstate if m.spec.cell_state else (0, 0, 0), dt)
         self.y = np.zeros((outs, batch, -(-m.output_size // nr) * nr), dt)
@@ -138,14 +146,11 @@ class Model:
         shapes = {"weight_ih_l0": (G * H, I), "weight_hh_l0": (G * H, H),
                   "bias_ih_l0": (G * H,), "bias_hh_l0": (G * H,),
                   "head.weight": (O, H), "head.bias": (O,)}
+        self._shapes = shapes
         self._params = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), dtype)
         self._grads = np.zeros_like(self._params)
-        self.views, self._grad_views, off = {}, {}, 0
-        for name, shape in shapes.items():
-            n = int(np.prod(shape))
-            self.views[name] = self._params[off:off + n].reshape(shape)
-            self._grad_views[name] = self._grads[off:off + n].reshape(shape)
-            off += n
+        self.views = self.unflatten(self._params)
+        self._grad_views = self.unflatten(self._grads)
 
         nr = panel_width(self.dtype.itemsize)
         hp = -(-H // nr) * nr
@@ -180,6 +185,19 @@ class Model:
     def n_params(self) -> int:
         return self._params.size
 
+    def unflatten(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        """torch name -> view into `vector`, any flat array in the layout of params
+        (the gradient, an optimizer's state)."""
+        if not isinstance(vector, np.ndarray) or vector.shape != (self.n_params,):
+            raise UsageError(f"expected a flat array of {self.n_params} elements; got "
+                             f"{getattr(vector, 'shape', type(vector).__name__)}")
+        views, off = {}, 0
+        for name, shape in self._shapes.items():
+            n = int(np.prod(shape))
+            views[name] = vector[off:off + n].reshape(shape)
+            off += n
+        return views
+
     def __repr__(self) -> str:
         return (f"Model({self.kind!r}, input_size={self.input_size}, "
                 f"hidden_size={self.hidden_size}, output_size={self.output_size}, "
@@ -207,14 +225,13 @@ class Model:
         every = self.head == "every"
         cat, head, bwd, headt = (self._packed[k] for k in ("cat", "head", "bwd", "headt"))
         self.spec.forward(x, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows, self.hidden_size,
-                          every)
+                          self.h_width, every)
         value = LOSSES[loss](ws.y, y, ws.ones if mask is None else mask, denom, ws.dy) / denom
         self.spec.backward(ws.z, ws.g, ws.c, ws.dy, *bwd, *headt, ws.dh, ws.dc, ws.norms,
-                           ws.rows, self.hidden_size, every)
-        gv = self._grad_views
-        weight_grads(ws.g, ws.z, ws.dy, every, self._ih, self._hh, *self._grad_panels(),
-                     self._dwt, self._dwhead, gv["weight_ih_l0"], gv["weight_hh_l0"], gv["bias_ih_l0"],
-                     gv["bias_hh_l0"], gv["head.weight"], gv["head.bias"])
+                           ws.rows, self.hidden_size, self.h_width, every)
+        weight_grads(ws.g, ws.z, ws.dy, every, self.hidden_size, self.h_width, self._ih,
+                     self._hh, self._grad_panels(), self._dwt, self._dwhead,
+                     *self._grad_views.values())
         return value, self._grads, Diag(ws.norms.mean(axis=0, dtype=np.float64))
 
     def predict(self, x) -> np.ndarray:
@@ -271,20 +288,18 @@ class Model:
                      self._cat, self._bwd, self._headm, *self._packed["cat"],
                      *self._packed["bwd"], *self._packed["head"], *self._packed["headt"])
 
-    def _grad_panels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(panels, work) of weight_grads: the column panels of dWcat^T split evenly over
-        the threads, each panel with the rows of Z its block uses; a KC x NR work block
-        per thread."""
+    def _grad_panels(self) -> np.ndarray:
+        """weight_grads' split of the column panels of dWcat^T over the threads: rows
+        (panel, first row, end row of Z its block uses), as even as the panels allow."""
         threads = numba.get_num_threads()
-        if self._panels is None or self._panels[0].shape[0] != threads:
+        if self._panels is None or self._panels.shape[0] != threads:
             nr = panel_width(self.dtype.itemsize)
             rows = [(p, *self._k_ranges[p * nr // self.h_width])
                     for p in range(self.g_width // nr)]
             per = -(-len(rows) // threads)
-            panels = np.zeros((threads, per, 3), np.int64)  # padding rows: m0 = m1 = 0
+            self._panels = np.zeros((threads, per, 3), np.int64)  # padding: no rows
             for i, row in enumerate(rows):
-                panels[i // per, i % per] = row
-            self._panels = panels, np.zeros((threads, KC * nr), self.dtype)
+                self._panels[i // per, i % per] = row
         return self._panels
 
     def _workspace(self, batch: int, steps: int, train: bool) -> _Workspace:
@@ -303,7 +318,7 @@ class Model:
             part = x[lo:lo + EVAL_ROWS]
             ws = self._workspace(part.shape[0], part.shape[1], train=False)
             self.spec.forward(part, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows,
-                              self.hidden_size, self.head == "every")
+                              self.hidden_size, self.h_width, self.head == "every")
             yield lo, ws
 
     def _check_x(self, x) -> np.ndarray:

@@ -22,7 +22,8 @@ _ONE = np.float32(1.0)
 
 
 @njit(**JIT_PARALLEL)
-def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden, every):
+def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden, hp,
+                every):
     """As lstm_forward; `c` is unused (no cell state) and may be empty."""
     steps = x.shape[1]
     for chunk in prange(rows.size - 1):
@@ -32,7 +33,7 @@ def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
             zt, zn = z[t % z.shape[0]], z[(t + 1) % z.shape[0]]
             gt = g[t % g.shape[0]]
             for b in range(lo, hi):
-                zt[b, hidden + 1:] = x[b, t]
+                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 pre, h = gt[b, :hidden], zn[b, :hidden]
@@ -44,7 +45,7 @@ def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
 
 @njit(**JIT_PARALLEL)
 def rnn_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, norms,
-                 rows, hidden, every):
+                 rows, hidden, hp, every):
     """As lstm_backward; `c` and `dc` are unused."""
     steps = g.shape[0]
     for chunk in prange(rows.size - 1):
