@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from optbench.nn._gemm import gemm, mm, mm_tn, pack
-from optbench.nn._jit import JIT, JIT_PARALLEL, KC
+from optbench.nn._jit import JIT, JIT_PARALLEL, KC, NV, VECTOR_BYTES
 
 
 @dataclass(frozen=True)
@@ -62,41 +62,80 @@ class CellSpec:
 
 
 @njit(**JIT)
-def assemble(w_ih, w_hh, b_ih, b_hh, head_w, head_b, ih_blocks, hh_blocks, cat, bwd, head):
-    """Write the logical right operands from the torch-layout parameters.
-
-    cat  (H+1+I, n_blocks*Hp): Z @ cat = all gate pre-activations, biases included;
-    bwd  (n_hh_blocks*Hp, Hp): dG @ bwd = the recurrent part of dL/dh_{t-1};
-    head (H+1, O): [h_t | 1] @ head = the head's output.
-    Entries outside the written blocks stay zero from allocation.
-    """
+def _pack_gates(w_ih, w_hh, b_ih, b_hh, gate_i, gate_h, unit0, k0, k1, data, off):
+    """One panel of Wcat (Z @ Wcat = all pre-activations): the NR columns of hidden units
+    unit0.. of one block, rows k0..k1 of [h | 1 | x]. The block takes its recurrent rows
+    from gate `gate_h` of w_hh and its input rows from gate `gate_i` of w_ih (-1: none,
+    and then k0..k1 leaves those rows out); the `1` row holds the biases of both."""
     hidden = w_hh.shape[1]
-    hp = cat.shape[1] // (max(ih_blocks.max(), hh_blocks.max()) + 1)
-    cat[hidden, :] = 0
-    for g in range(ih_blocks.size):
-        rows = slice(g * hidden, (g + 1) * hidden)
-        ci = ih_blocks[g] * hp
-        ch = hh_blocks[g] * hp
-        cat[hidden + 1:, ci:ci + hidden] = w_ih[rows].T
-        cat[:hidden, ch:ch + hidden] = w_hh[rows].T
-        cat[hidden, ci:ci + hidden] += b_ih[rows]
-        cat[hidden, ch:ch + hidden] += b_hh[rows]
-        bwd[ch:ch + hidden, :hidden] = w_hh[rows]
-    head[:hidden, :] = head_w.T
-    head[hidden, :] = head_b
+    nr = NV * VECTOR_BYTES // data.itemsize
+    for j in range(nr):
+        u = unit0 + j
+        if u >= hidden:
+            for k in range(k0, k1):
+                data[off + (k - k0) * nr + j] = 0
+            continue
+        bias = np.float32(0.0)  # becomes float64 with float64 weights
+        if gate_h >= 0:
+            row = w_hh[gate_h * hidden + u]
+            for k in range(k0, hidden):
+                data[off + (k - k0) * nr + j] = row[k]
+            bias += b_hh[gate_h * hidden + u]
+        if gate_i >= 0:
+            row = w_ih[gate_i * hidden + u]
+            for k in range(hidden + 1, k1):
+                data[off + (k - k0) * nr + j] = row[k - hidden - 1]
+            bias += b_ih[gate_i * hidden + u]
+        data[off + (hidden - k0) * nr + j] = bias
 
 
 @njit(**JIT)
-def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, ih_blocks, hh_blocks,
-                 cat, bwd, head, cat_data, cat_pk, bwd_data, bwd_pk,
-                 head_data, head_pk, headt_data, headt_pk):
-    """Assemble and pack the four right operands of one pass (head_w itself, O x H, is
-    the one of dY @ W_head). Run at the start of every call: the optimizer changes the
-    parameters in place between calls."""
-    assemble(w_ih, w_hh, b_ih, b_hh, head_w, head_b, ih_blocks, hh_blocks, cat, bwd, head)
-    pack(cat, cat_data, cat_pk)
-    pack(bwd, bwd_data, bwd_pk)
-    pack(head, head_data, head_pk)
+def _pack_recurrent(w_hh, gate_h, hp, p, data, off):
+    """Panel p of the backward operand (dG @ it = the part of dL/dh_{t-1} through step t):
+    row k = block * Hp + u holds row gate_h[block] * H + u of w_hh (0 for padding)."""
+    hidden = w_hh.shape[1]
+    nr = NV * VECTOR_BYTES // data.itemsize
+    width = min(nr, hidden - p * nr)
+    for k in range(gate_h.size * hp):
+        blk, u = k // hp, k % hp
+        dst = data[off + k * nr:off + (k + 1) * nr]
+        if u < hidden:
+            row = w_hh[gate_h[blk] * hidden + u, p * nr:p * nr + width]
+            for j in range(width):
+                dst[j] = row[j]
+        for j in range(width if u < hidden else 0, nr):
+            dst[j] = 0
+
+
+@njit(**JIT_PARALLEL)
+def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, gate_i, gate_h, hp,
+                 cat_data, cat_pk, bwd_data, bwd_pk, head_data, head_pk, headt_data, headt_pk):
+    """Pack the right operands of one pass from the torch-layout parameters, at the start
+    of every call (the optimizer changes the parameters in place between calls):
+    Wcat ([h | 1 | x] @ Wcat = all gate pre-activations; `gate_i[block]`, `gate_h[block]`:
+    the gate whose input / recurrent rows feed a block, -1 for none), the backward
+    operand (first len(gate_h[gate_h >= 0]) blocks), the head [W^T; b] and W_head."""
+    nr = NV * VECTOR_BYTES // cat_data.itemsize
+    n_cat = cat_pk.shape[0]
+    n_hh = 0
+    while n_hh < gate_h.size and gate_h[n_hh] >= 0:
+        n_hh += 1
+    for p in prange(n_cat + bwd_pk.shape[0]):
+        if p < n_cat:
+            blk = p * nr // hp
+            _pack_gates(w_ih, w_hh, b_ih, b_hh, gate_i[blk], gate_h[blk], p * nr - blk * hp,
+                        cat_pk[p, 1], cat_pk[p, 2], cat_data, cat_pk[p, 0])
+        else:
+            q = p - n_cat
+            _pack_recurrent(w_hh, gate_h[:n_hh], hp, q, bwd_data, bwd_pk[q, 0])
+    hidden = w_hh.shape[1]
+    for q in range(head_pk.shape[0]):
+        width = min(nr, head_w.shape[0] - q * nr)
+        for k in range(hidden + 1):
+            dst = head_data[head_pk[q, 0] + k * nr:head_pk[q, 0] + (k + 1) * nr]
+            for j in range(nr):
+                o = q * nr + j
+                dst[j] = 0 if j >= width else (head_w[o, k] if k < hidden else head_b[o])
     pack(head_w, headt_data, headt_pk)
 
 
@@ -121,8 +160,8 @@ def dh_step(last, direct, carried, dy_t, headt_data, headt_pk, g_next, bwd_data,
 
 
 @njit(**JIT_PARALLEL)
-def weight_grads(g, z, dy, every, hidden, hp, ih_blocks, hh_blocks, panels, dwt, dwhead,
-                 gw_ih, gw_hh, gb_ih, gb_hh, ghead_w, ghead_b):
+def weight_grads(g, z, dy, norms, every, hidden, hp, ih_blocks, hh_blocks, panels, dwt,
+                 dwhead, profile, gw_ih, gw_hh, gb_ih, gb_hh, ghead_w, ghead_b):
     """All parameter gradients from G = dL/d(pre-activations) and the inputs Z.
 
     dWcat^T[rows of Z, blocks] = sum over t, b of Z[t, b]^T G[t, b]: thread i computes
@@ -130,7 +169,7 @@ def weight_grads(g, z, dy, every, hidden, hp, ih_blocks, hh_blocks, panels, dwt,
     uses; padded with empty rows). Threads own disjoint columns, so there is no
     reduction. The head's gradient is dY^T [h_t | 1] over the steps that have an output
     (BLAS; small). Both are then read back into the torch-layout gradient views through
-    the block map.
+    the block map. `profile[t]` = the batch mean of norms[:, t] (grad_norm_per_step).
     """
     steps, batch = g.shape[0], g.shape[1]
     gm = g.reshape(steps * batch, g.shape[2])
@@ -150,3 +189,8 @@ def weight_grads(g, z, dy, every, hidden, hp, ih_blocks, hh_blocks, panels, dwt,
         gb_hh[rows] = dwt[hidden, ch:ch + hidden]
     ghead_w[:] = dwhead[:, :hidden]
     ghead_b[:] = dwhead[:, hidden]
+    profile[:] = 0
+    for b in range(batch):
+        for t in range(steps):
+            profile[t] += norms[b, t]
+    profile /= batch

@@ -9,8 +9,10 @@ gradients) and an Adam step on the flat parameter vector (optbench.optim when it
 installed; otherwise the row says "fwd+bwd" and PyTorch's side leaves Adam out too). The
 PyTorch column is nn.LSTM / nn.GRU / nn.RNN (batch_first) + nn.Linear + torch.optim.Adam,
 MSE on the last step, with as many threads as Numba uses. Both run in this process,
-interleaved (ours, theirs, theirs, ours, ...) so that a noisy machine hits both alike;
-figures are medians. Compile time is kept out: each side runs once before timing, and
+in alternating turns of TURN steps (ours, theirs, theirs, ours, ...) so that a noisy
+machine hits both alike; the first step of a turn is not timed, because the other
+library's worker threads spin for a while after their last task and would be counted
+against this one. Figures are medians. Compile time is kept out: each side runs once before timing, and
 that first call is reported on its own (`compile_s`; from Numba's on-disk cache when
 `from_cache`). GFLOP/s counts the matrix products of the step (`Model.flops`) and sits
 next to a large SGEMM timed in this process through the same BLAS.
@@ -30,6 +32,7 @@ import numpy as np
 # (model, H, T, B, I): the seed's configuration first, then the sizes the issue targets.
 CONFIGS = (("lstm", 128, 100, 32, 2), ("lstm", 32, 100, 32, 2), ("lstm", 512, 100, 32, 2),
            ("gru", 128, 100, 32, 2), ("rnn", 128, 100, 32, 2))
+TURN = 5
 FIELDS = ("model", "H", "T", "B", "I", "step", "numba_ms", "torch_ms", "speedup", "gflops",
           "sgemm_gflops", "compile_s", "from_cache", "threads")
 
@@ -134,13 +137,12 @@ def bench_models(configs=CONFIGS, repeat: int = 20, with_torch: bool | None = No
         if theirs is not None:
             theirs()
         t_ours, t_theirs = [], []
-        for r in range(repeat):
-            order = (0, 1) if r % 2 == 0 else (1, 0)
-            for side in order:
-                if side == 0:
-                    t_ours.append(_timed(ours))
-                elif theirs is not None:
-                    t_theirs.append(_timed(theirs))
+        sides = [(ours, t_ours)] + ([(theirs, t_theirs)] if theirs is not None else [])
+        while len(t_ours) < repeat:
+            for step, times in sides:
+                times.extend(_timed(step) for _ in range(TURN))
+                del times[-TURN]  # the turn's first step
+            sides.reverse()
         ms = float(np.median(t_ours)) * 1e3
         torch_ms = float(np.median(t_theirs)) * 1e3 if t_theirs else None
         stats = model.spec.forward.stats

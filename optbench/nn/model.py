@@ -159,10 +159,11 @@ class Model:
         k_ranges = [spec.k_range(blk, H, I) for blk in range(nb)]
         self._ih = np.array(spec.ih_blocks, np.int64)
         self._hh = np.array(spec.hh_blocks, np.int64)
-        # Logical right operands (optbench.nn._bptt.assemble) and their packed panels.
-        self._cat = np.zeros((self.z_width, self.g_width), dtype)
-        self._bwd = np.zeros((nbh * hp, hp), dtype)
-        self._headm = np.zeros((H + 1, O), dtype)
+        # The gate whose input / recurrent rows feed each block (-1: none).
+        self._gate_i = np.array([spec.ih_blocks.index(b) if b in spec.ih_blocks else -1
+                                 for b in range(nb)], np.int64)
+        self._gate_h = np.array([spec.hh_blocks.index(b) if b in spec.hh_blocks else -1
+                                 for b in range(nb)], np.int64)
         tables = {
             "cat": panel_table([k_ranges[p * nr // hp] for p in range(self.g_width // nr)], nr),
             "bwd": panel_table([(0, nbh * hp)] * (hp // nr), nr),
@@ -229,10 +230,11 @@ class Model:
         value = LOSSES[loss](ws.y, y, ws.ones if mask is None else mask, denom, ws.dy) / denom
         self.spec.backward(ws.z, ws.g, ws.c, ws.dy, *bwd, *headt, ws.dh, ws.dc, ws.norms,
                            ws.rows, self.hidden_size, self.h_width, every)
-        weight_grads(ws.g, ws.z, ws.dy, every, self.hidden_size, self.h_width, self._ih,
-                     self._hh, self._grad_panels(), self._dwt, self._dwhead,
+        profile = np.empty(steps)
+        weight_grads(ws.g, ws.z, ws.dy, ws.norms, every, self.hidden_size, self.h_width,
+                     self._ih, self._hh, self._grad_panels(), self._dwt, self._dwhead, profile,
                      *self._grad_views.values())
-        return value, self._grads, Diag(ws.norms.mean(axis=0, dtype=np.float64))
+        return value, self._grads, Diag(profile)
 
     def predict(self, x) -> np.ndarray:
         """The head's outputs: (B, O) with head "last", (B, T, O) with head "every"
@@ -284,9 +286,9 @@ class Model:
     def _pack(self) -> None:
         v = self.views
         pack_weights(v["weight_ih_l0"], v["weight_hh_l0"], v["bias_ih_l0"], v["bias_hh_l0"],
-                     v["head.weight"], v["head.bias"], self._ih, self._hh,
-                     self._cat, self._bwd, self._headm, *self._packed["cat"],
-                     *self._packed["bwd"], *self._packed["head"], *self._packed["headt"])
+                     v["head.weight"], v["head.bias"], self._gate_i, self._gate_h, self.h_width,
+                     *self._packed["cat"], *self._packed["bwd"], *self._packed["head"],
+                     *self._packed["headt"])
 
     def _grad_panels(self) -> np.ndarray:
         """weight_grads' split of the column panels of dWcat^T over the threads: rows
