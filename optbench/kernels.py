@@ -168,26 +168,9 @@ def run(args) -> int:
         torch.set_num_threads(numba.get_num_threads())
     load = os.getloadavg()[0]
     bw = measure(1 << args.bandwidth_size, repeat=args.repeat)
-    rows = []
     rng = np.random.default_rng(0)
-    for name in names:
-        for e in sizes:
-            n = 1 << e
-            cands = [_ours(name, b, n, rng) for b in backends]
-            if torch is not None:
-                for device in ("cpu",) + (("cuda",) if "cuda" in backends else ()):
-                    for mode in ("fused", "foreach"):
-                        c = _torch(torch, name, mode, device, n, rng, cands[0].bytes_per_param)
-                        if c is not None:
-                            c.label += "" if device == "cpu" else "-cuda"
-                            cands.append(c)
-            for c in cands:
-                c.warm_up()
-            for _ in range(args.repeat):
-                for c in cands:
-                    c.sample()
-            rows += _rows(name, e, cands, bw["update_GBps"])
-            del cands
+    rows = [row for name in names for e in sizes
+            for row in _measure(name, e, backends, torch, args.repeat, rng, bw["update_GBps"])]
     report = {"env": environment(), "bandwidth": bw, "rows": rows}
     report["env"]["load_average_1min"] = load  # other processes' load skews every figure
     if torch is not None:
@@ -197,6 +180,26 @@ def run(args) -> int:
     else:
         print(_text(report))
     return 0
+
+
+def _measure(name, e, backends, torch, repeat, rng, bw_GBps) -> list[dict]:
+    """Time optimizer `name` at 2^e params on each backend (and torch's steps), interleaved;
+    its arrays are freed on return."""
+    n = 1 << e
+    cands = [_ours(name, b, n, rng) for b in backends]
+    if torch is not None:
+        for device in ("cpu",) + (("cuda",) if "cuda" in backends else ()):
+            for mode in ("fused", "foreach"):
+                c = _torch(torch, name, mode, device, n, rng, cands[0].bytes_per_param)
+                if c is not None:
+                    c.label += "" if device == "cpu" else "-cuda"
+                    cands.append(c)
+    for c in cands:
+        c.warm_up()
+    for _ in range(repeat):
+        for c in cands:
+            c.sample()
+    return _rows(name, e, cands, bw_GBps)
 
 
 def _rows(name: str, e: int, cands: list[Candidate], bw_GBps: float) -> list[dict]:
