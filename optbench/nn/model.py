@@ -109,10 +109,11 @@ class _Workspace:
         m, dt = model, model.dtype
         nr = panel_width(np.dtype(dt).itemsize)
         outs = steps if m.head == "every" else 1
-        threads = min(numba.get_num_threads(), -(-batch // MR))
+        # One chunk of rows per thread, whole MR-row tiles except at the end of the batch.
         tiles = -(-batch // MR)
-        self.rows = np.array([min(batch, MR * round(i * tiles / threads))
-                              for i in range(threads + 1)], np.int64)
+        chunks = min(numba.get_num_threads(), tiles)
+        self.rows = np.array([min(batch, MR * round(i * tiles / chunks))
+                              for i in range(chunks + 1)], np.int64)
         self.z = np.zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
         self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
         self.g = np.zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
@@ -286,7 +287,8 @@ class Model:
     def _pack(self) -> None:
         v = self.views
         pack_weights(v["weight_ih_l0"], v["weight_hh_l0"], v["bias_ih_l0"], v["bias_hh_l0"],
-                     v["head.weight"], v["head.bias"], self._gate_i, self._gate_h, self.h_width,
+                     v["head.weight"], v["head.bias"], self._gate_i, self._gate_h,
+                     self.spec.n_hh_blocks, self.h_width,
                      *self._packed["cat"], *self._packed["bwd"], *self._packed["head"],
                      *self._packed["headt"])
 
