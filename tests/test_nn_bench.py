@@ -41,6 +41,19 @@ def test_bad_configs_are_refused(text, capsys):
     assert "MODEL:H:T:B:I" in capsys.readouterr().err
 
 
+def test_kernels_command_has_a_models_section(capsys):
+    from optbench.cli import main
+
+    assert main(["kernels", "--section", "models", "--model", "rnn:4:3:2:1", "--model",
+                 "lstm:6:4:5:2", "--repeat", "2", "--no-torch", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "rows" not in report  # no optimizer section
+    assert [(r["model"], r["H"]) for r in report["models"]] == [("rnn", 4), ("lstm", 6)]
+    assert main(["kernels", "--section", "models", "--model", "rnn:4", "--no-torch"]) == 2
+    err = capsys.readouterr().err
+    assert "MODEL:H:T:B:I" in err and err.count("\n") == 1
+
+
 _PROBE = """
 import numpy as np
 from optbench import nn

@@ -197,8 +197,9 @@ def parse_config(text: str) -> tuple:
     parts = text.split(":")
     if len(parts) != 5 or parts[0] not in names() or not all(p.isdigit() and int(p) > 0
                                                              for p in parts[1:]):
-        raise UsageError(f"--config {text!r}: expected MODEL:H:T:B:I with MODEL one of "
-                         f"{', '.join(names())} and positive integers, e.g. lstm:128:100:32:2")
+        raise UsageError(f"model configuration {text!r}: expected MODEL:H:T:B:I with MODEL "
+                         f"one of {', '.join(names())} and positive integers, "
+                         "e.g. lstm:128:100:32:2")
     return (parts[0], *map(int, parts[1:]))
 
 
