@@ -23,7 +23,7 @@ def test_bench_rows_without_torch():
         assert set(r) == set(bench.FIELDS)
         assert r["numba_ms"] > 0 and r["gflops"] > 0 and r["sgemm_gflops"] > 0
         assert r["torch_ms"] is None and r["speedup"] is None
-        assert r["step"] in ("fwd+bwd", "fwd+bwd+adam") and r["compile_s"] >= 0
+        assert r["compile_s"] >= 0
     assert "gflops" in bench.format_rows(rows).splitlines()[0]
 
 
