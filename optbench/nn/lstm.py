@@ -48,7 +48,8 @@ def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidd
             gt = g[t % g.shape[0]]
             c0, c1 = c[t % c.shape[0]], c[(t + 1) % c.shape[0]]
             for b in range(lo, hi):
-                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
+                for k in range(x.shape[2]):
+                    zt[b, hidden + 1 + k] = x[b, t, k]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 # One simple loop per quantity, over 1-D views: LLVM vectorizes a loop
