@@ -10,6 +10,7 @@ are kept per input shape and reused, so a warm call allocates only its small res
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -94,6 +95,23 @@ class Diag:
     grad_norm_per_step: np.ndarray
 
 
+@contextmanager
+def _threads(n: int):
+    """Run one call's kernels on n threads when that is fewer than Numba's: a batch of a
+    single row tile has nothing to share, and an idle member of the thread team must
+    still be scheduled before a parallel region ends, which on a busy machine can take a
+    time slice (4 ms) per region."""
+    before = numba.get_num_threads()
+    if n >= before:
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def _row_stride(width: int, dtype) -> int:
     """Elements per buffer row: `width` rounded up to an odd number of 64-byte lines, so
     that successive rows fall into different L1 sets (see _gemm.mm_tn)."""
@@ -176,7 +194,7 @@ class Model:
         self._k_ranges = k_ranges
         self._dwhead = np.zeros((O, H + 1), dtype)
         self._workspaces: OrderedDict = OrderedDict()
-        self._panels = None
+        self._panels: dict[int, np.ndarray] = {}
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -223,19 +241,20 @@ class Model:
         batch, steps = x.shape[:2]
         y, mask, denom = self._check_targets(y, loss, mask, batch, steps)
         ws = self._workspace(batch, steps, train=True)
-        self._pack()
         every = self.head == "every"
         cat, head, bwd, headt = (self._packed[k] for k in ("cat", "head", "bwd", "headt"))
-        self.spec.forward(x, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows, self.hidden_size,
-                          self.h_width, every)
-        value = LOSSES[loss](ws.y, y, ws.ones if mask is None else mask, denom, ws.dy) / denom
-        self.spec.backward(ws.z, ws.g, ws.c, ws.dy, *bwd, *headt, ws.dh, ws.dc, ws.norms,
-                           ws.rows, self.hidden_size, self.h_width, every)
         profile = np.empty(steps)
-        weight_grads(ws.g, ws.z, ws.dy, ws.norms, every, self.hidden_size, self.h_width,
-                     self._ih, self._hh, self._grad_panels(), self._dwt, self._dwhead, profile,
-                     *self._grad_views.values())
-        return value, self._grads, Diag(profile)
+        with _threads(ws.rows.size - 1):
+            self._pack()
+            self.spec.forward(x, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows,
+                              self.hidden_size, self.h_width, every)
+            value = LOSSES[loss](ws.y, y, ws.ones if mask is None else mask, denom, ws.dy)
+            self.spec.backward(ws.z, ws.g, ws.c, ws.dy, *bwd, *headt, ws.dh, ws.dc, ws.norms,
+                               ws.rows, self.hidden_size, self.h_width, every)
+            weight_grads(ws.g, ws.z, ws.dy, ws.norms, every, self.hidden_size, self.h_width,
+                         self._ih, self._hh, self._grad_panels(), self._dwt, self._dwhead,
+                         profile, *self._grad_views.values())
+        return value / denom, self._grads, Diag(profile)
 
     def predict(self, x) -> np.ndarray:
         """The head's outputs: (B, O) with head "last", (B, T, O) with head "every"
@@ -296,15 +315,16 @@ class Model:
         """weight_grads' split of the column panels of dWcat^T over the threads: rows
         (panel, first row, end row of Z its block uses), as even as the panels allow."""
         threads = numba.get_num_threads()
-        if self._panels is None or self._panels.shape[0] != threads:
+        if threads not in self._panels:
             nr = panel_width(self.dtype.itemsize)
             rows = [(p, *self._k_ranges[p * nr // self.h_width])
                     for p in range(self.g_width // nr)]
             per = -(-len(rows) // threads)
-            self._panels = np.zeros((threads, per, 3), np.int64)  # padding: no rows
+            panels = np.zeros((threads, per, 3), np.int64)  # padding: no rows
             for i, row in enumerate(rows):
-                self._panels[i // per, i % per] = row
-        return self._panels
+                panels[i // per, i % per] = row
+            self._panels[threads] = panels
+        return self._panels[threads]
 
     def _workspace(self, batch: int, steps: int, train: bool) -> _Workspace:
         key = (batch, steps, train, numba.get_num_threads())
@@ -316,13 +336,15 @@ class Model:
 
     def _stream(self, x):
         """(first row, workspace) per block of rows after the forward pass over the block."""
-        self._pack()
         cat, head = self._packed["cat"], self._packed["head"]
         for lo in range(0, x.shape[0], EVAL_ROWS):
             part = x[lo:lo + EVAL_ROWS]
             ws = self._workspace(part.shape[0], part.shape[1], train=False)
-            self.spec.forward(part, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows,
-                              self.hidden_size, self.h_width, self.head == "every")
+            with _threads(ws.rows.size - 1):
+                if lo == 0:
+                    self._pack()
+                self.spec.forward(part, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows,
+                                  self.hidden_size, self.h_width, self.head == "every")
             yield lo, ws
 
     def _check_x(self, x) -> np.ndarray:
