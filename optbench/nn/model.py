@@ -1,10 +1,11 @@
 """A one-layer recurrent model with a dense head, its flat parameter vector, and the
 Python side of the passes: input checks, work buffers, and the kernel calls.
 
-One call of `loss_and_grad` runs six compiled functions: pack the weights, the forward
+One call of `loss_and_grad` runs five compiled functions: pack the weights, the forward
 kernel (one batch chunk per thread, all time steps), the loss, the backward kernel
-(same chunks), and the weight gradients (BLAS over all steps at once). Work buffers
-are kept per input shape and reused, so a warm call allocates only its small results.
+(same chunks), and the weight gradients (one product over all steps, split by columns
+between the threads). Work buffers are kept per input shape and reused, so a warm call
+allocates only its small results. A model is not safe to call from two threads at once.
 """
 
 from __future__ import annotations
@@ -54,10 +55,14 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, head: 
 
     kind: "lstm", "rnn" (tanh) or "gru"; head: "last" (one output per sequence, from
     h_T) or "every" (an output at every step); dtype: "float32", or "float64" for
-    gradient checks; init: "default" or "chrono" (then chrono_tmax, the longest lag to
-    carry, e.g. the sequence length, is required).
+    gradient checks (a numpy dtype works too); init: "default" or "chrono" (then
+    chrono_tmax, the longest lag to carry, e.g. the sequence length, is required).
     """
     _choice("model kind", kind, CELLS)
+    try:
+        dtype = np.dtype(dtype).name
+    except TypeError:
+        pass  # refused just below
     sizes = [_positive_int(n, v) for n, v in (("input_size", input_size),
                                               ("hidden_size", hidden_size),
                                               ("output_size", output_size))]
@@ -70,8 +75,8 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, head: 
         if kind == "rnn":
             raise UsageError("init 'chrono' sets gate biases; model 'rnn' has no gates "
                              "(allowed for lstm, gru)")
-        if isinstance(chrono_tmax, bool) or not isinstance(chrono_tmax, (int, float)) \
-                or not 2 < chrono_tmax < np.inf:
+        if isinstance(chrono_tmax, bool) or not isinstance(
+                chrono_tmax, (int, float, np.integer, np.floating)) or not 2 < chrono_tmax < np.inf:
             raise UsageError("init 'chrono' needs chrono_tmax, the longest time lag to carry "
                              f"(e.g. the sequence length), a number > 2; got {chrono_tmax!r}")
     model = Model(CELLS[kind], *sizes, head, DTYPES[dtype])
