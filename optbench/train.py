@@ -47,10 +47,10 @@ from time import perf_counter
 
 import numpy as np
 
+from optbench import tasks
 from optbench.cell import Cell, Result
 from optbench.errors import UsageError
 from optbench.tasks import Batch, Task
-from optbench import tasks
 
 DIVERGE_FACTOR = 10.0
 PROFILE_FRACTIONS = (0.25, 0.5, 0.75)  # plus step 1 and the last step run
@@ -89,8 +89,12 @@ def _check(cell: Cell) -> tuple[Task, int]:
             raise UsageError(f"cell.{name} must be a positive integer; got {value!r}")
     for name in ("clip_norm", "clip_value"):
         value = getattr(cell, name)
-        if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value < math.inf):
             raise UsageError(f"cell.{name} must be None (off) or a positive number; got {value!r}")
+    if not isinstance(cell.hparams, dict):
+        raise UsageError(f"cell.hparams must be a dict such as {{'lr': 0.001}}; "
+                         f"got {cell.hparams!r}")
     task.train_rng(cell.seed)  # validates the seed
     return task, length
 

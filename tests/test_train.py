@@ -44,6 +44,10 @@ def comparable(result) -> dict:
     ({"clip_norm": 0.0}, "cell.clip_norm must be None (off) or a positive number; got 0.0"),
     ({"clip_value": float("nan")}, "cell.clip_value must be None (off) or a positive number"),
     ({"seed": -1}, "seed must be a non-negative integer; got -1"),
+    ({"hparams": [1e-3]}, "cell.hparams must be a dict"),
+    ({"hparams": {"lr": -1}}, "adam: lr=-1 is out of range"),
+    ({"hparams": {"rate": 1}}, "adam: unknown hyper-parameter 'rate'"),
+    ({"model": "rnn", "init": "chrono"}, "init 'chrono' sets gate biases"),
 ])
 def test_bad_cells_are_refused_before_work(change, message):
     with pytest.raises(UsageError) as exc:
