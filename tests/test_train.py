@@ -154,6 +154,15 @@ def test_lstm_adam_beats_the_copy_baseline_at_a_short_delay():
     assert result.val_metric < 0.7 * baseline and result.test_metric < 0.7 * baseline
 
 
+def test_lstm_adam_solves_temporal_order():
+    """Hochreiter & Schmidhuber 1997, experiment 6a, at half the paper's length."""
+    cell = Cell(task="temporal_order_4", length=50, hidden=32, hparams={"lr": 3e-3},
+                steps=1000, eval_every=50)
+    result = run_cell(cell)
+    assert result.curves[0]["val_metric"] < 0.3  # chance is 0.25
+    assert result.outcome == "solved" and result.test_metric >= 0.98
+
+
 @pytest.mark.parametrize("task,length,init", [
     ("temporal_order_4", 20, "chrono"), ("digits_permuted", 64, "default")])
 def test_classification_tasks_train(task, length, init):
