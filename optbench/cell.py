@@ -86,7 +86,9 @@ class Result:
              "diverged" (NaN/inf or loss far above the baseline; `diverged_step` says when),
              "budget" (ran out of steps unsolved).
     curves: one row per evaluation: {"step", "train_loss", "val_loss", "val_metric",
-            "grad_norm", "wall_s"}; `train_loss` and `grad_norm` are means since the last row.
+            "grad_norm", "train_s", "wall_s"}; `train_loss` and `grad_norm` (before
+            clipping) are means since the last row (None in the step-0 row); `train_s` is
+            the training time so far, `wall_s` that plus the evaluations (compile excluded).
     grad_profiles: [{"step": int, "norms": [||dL/dh_t|| for t in 0..T-1]}] at a few points.
     timings: seconds: {"compile_s", "train_s", "eval_s", "total_s"}.
     """
