@@ -310,7 +310,7 @@ def optimizer_defaults(name: str) -> dict:
     """The optimizer's hyper-parameters and their defaults, from its spec in `optbench.optim`."""
     from optbench import optim
 
-    return dict(optim.spec(name).defaults)
+    return dict(optim.SPECS[name].defaults)
 
 
 def lr_grid(centre: float, points: int, decades: float) -> list[float]:
@@ -364,6 +364,14 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
     best["val_median"] = (back * best["score"]).where(np.isfinite(best["score"]))
     return best[GROUP + ["lr", "seeds", "val_median", "test_median", "solved", "lrs"]] \
         .reset_index(drop=True)
+
+
+def label(optimizer: str, variant: str) -> str:
+    """'sgd(momentum=0.9)': the optimizer and those of its hyper-parameters, lr aside, that
+    differ from its defaults (`variant` is `pick_lr`'s column of that name)."""
+    defaults = json.loads(json.dumps(optimizer_defaults(optimizer)))
+    changed = {k: v for k, v in json.loads(variant).items() if defaults.get(k) != v}
+    return optimizer + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
 def _variant(hparams_json: str) -> str:

@@ -226,13 +226,13 @@ def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
 
     Returns how many cells ran. Safe to interrupt at any point: every stored cell is whole.
     """
-    store.record_matrix(matrix)
-    finished = store.finished_keys()
-    todo = [cell for cell in matrix.cells if cell.key not in finished]
-    if progress is not None:
-        progress.start(total=len(matrix.cells), done=len(matrix.cells) - len(todo))
     ran = 0
-    with executor:
+    with executor:  # first, so that a scheduler out of reach leaves the store untouched
+        store.record_matrix(matrix)
+        finished = store.finished_keys()
+        todo = [cell for cell in matrix.cells if cell.key not in finished]
+        if progress is not None:
+            progress.start(total=len(matrix.cells), done=len(matrix.cells) - len(todo))
         results = executor.run(fn, todo)
         try:
             for result in results:
