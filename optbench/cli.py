@@ -17,6 +17,7 @@ from optbench.errors import UsageError
 # so `--help` stays fast and a missing optional dependency only affects its own command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("optbench._info", "versions, Numba threading, CPU, and GPU / CUDA-simulator availability"),
+    "kernels": ("optbench.kernels", "time the optimizer steps against memory bandwidth and torch.optim"),
 }
 
 

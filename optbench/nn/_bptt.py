@@ -1,0 +1,196 @@
+"""What the three cells share: the block layout of the gate pre-activations, weight packing,
+the step that forms dL/dh_t, and the weight gradients.
+
+Layout (per time slot s, per batch row b; H hidden units, I inputs, Hp = H rounded up to
+the panel width NR; rows padded to an odd number of cache lines, see _gemm.mm_tn):
+
+    Z[s, b] = [h_{s-1} (H) | 1 | x_s (I)]         the augmented input of step s
+    G[s, b] = [block 0 | block 1 | ... ]          one block of Hp columns per gate product
+
+Every gate pre-activation is one product Z[s] @ Wcat, with the bias in the row that
+multiplies the constant 1; the backward pass reuses G[s] for dL/d(pre-activation).
+A cell names the block that each of its gates' input rows (`ih_blocks`) and recurrent
+rows (`hh_blocks`) feed. LSTM and tanh RNN: gate g -> block g for both. GRU: r and z
+have one block each; the candidate n has two, because torch's GRU applies the reset gate
+to the recurrent part only: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)). Block 2 holds
+W_hn h + b_hn (hidden rows and bias only), block 3 W_in x + b_in (bias and input rows);
+the packed panels skip the rows a block does not use (`_gemm` module docstring).
+
+Weight gradients are one product over all time steps, dWcat^T = Z^T G (T*B rows); the
+parameter gradients are read back from it with the same block map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from numba import njit, prange
+
+from optbench.nn._gemm import gemm, mm, mm_tn, pack
+from optbench.nn._jit import JIT, JIT_PARALLEL, KC, NV, VECTOR_BYTES
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """How a cell maps onto the shared layout; `forward` / `backward` are its kernels."""
+
+    name: str
+    gates: str  # torch's gate order: one letter per (H x .) row block of weight_ih/hh
+    ih_blocks: tuple[int, ...]  # block fed by gate g's input rows and bias_ih
+    hh_blocks: tuple[int, ...]  # block fed by gate g's recurrent rows and bias_hh
+    forward: Callable
+    backward: Callable
+    cell_state: bool = False  # LSTM: keeps c_t
+    reference: str = ""
+
+    @property
+    def n_blocks(self) -> int:
+        return max(self.ih_blocks + self.hh_blocks) + 1
+
+    @property
+    def n_hh_blocks(self) -> int:
+        """Blocks 0 .. n_hh_blocks-1 carry the recurrent rows (the backward product's K)."""
+        return max(self.hh_blocks) + 1
+
+    def k_range(self, block: int, hidden: int, inputs: int) -> tuple[int, int]:
+        """Rows of Z that block `block` uses: [h | 1 | x], [h | 1] or [1 | x]."""
+        lo = 0 if block in self.hh_blocks else hidden
+        hi = hidden + 1 + inputs if block in self.ih_blocks else hidden + 1
+        return lo, hi
+
+
+@njit(**JIT)
+def _pack_gates(w_ih, w_hh, b_ih, b_hh, gate_i, gate_h, unit0, k0, k1, data, off):
+    """One panel of Wcat (Z @ Wcat = all pre-activations): the NR columns of hidden units
+    unit0.. of one block, rows k0..k1 of [h | 1 | x]. The block takes its recurrent rows
+    from gate `gate_h` of w_hh and its input rows from gate `gate_i` of w_ih (-1: none,
+    and then k0..k1 leaves those rows out); the `1` row holds the biases of both."""
+    hidden = w_hh.shape[1]
+    nr = NV * VECTOR_BYTES // data.itemsize
+    for j in range(nr):
+        u = unit0 + j
+        if u >= hidden:
+            for k in range(k0, k1):
+                data[off + (k - k0) * nr + j] = 0
+            continue
+        bias = np.float32(0.0)  # becomes float64 with float64 weights
+        if gate_h >= 0:
+            row = w_hh[gate_h * hidden + u]
+            for k in range(k0, hidden):
+                data[off + (k - k0) * nr + j] = row[k]
+            bias += b_hh[gate_h * hidden + u]
+        if gate_i >= 0:
+            row = w_ih[gate_i * hidden + u]
+            for k in range(hidden + 1, k1):
+                data[off + (k - k0) * nr + j] = row[k - hidden - 1]
+            bias += b_ih[gate_i * hidden + u]
+        data[off + (hidden - k0) * nr + j] = bias
+
+
+@njit(**JIT)
+def _pack_recurrent(w_hh, gate_h, hp, p, data, off):
+    """Panel p of the backward operand (dG @ it = the part of dL/dh_{t-1} through step t):
+    row k = block * Hp + u holds row gate_h[block] * H + u of w_hh (0 for padding)."""
+    hidden = w_hh.shape[1]
+    nr = NV * VECTOR_BYTES // data.itemsize
+    width = min(nr, hidden - p * nr)
+    for k in range(gate_h.size * hp):
+        blk, u = k // hp, k % hp
+        dst = data[off + k * nr:off + (k + 1) * nr]
+        if u < hidden:
+            row = w_hh[gate_h[blk] * hidden + u, p * nr:p * nr + width]
+            for j in range(width):
+                dst[j] = row[j]
+        for j in range(width if u < hidden else 0, nr):
+            dst[j] = 0
+
+
+@njit(**JIT_PARALLEL)
+def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, gate_i, gate_h, hp,
+                 cat_data, cat_pk, bwd_data, bwd_pk, head_data, head_pk, headt_data, headt_pk):
+    """Pack the right operands of one pass from the torch-layout parameters, at the start
+    of every call (the optimizer changes the parameters in place between calls):
+    Wcat ([h | 1 | x] @ Wcat = all gate pre-activations; `gate_i[block]`, `gate_h[block]`:
+    the gate whose input / recurrent rows feed a block, -1 for none), the backward
+    operand (first len(gate_h[gate_h >= 0]) blocks), the head [W^T; b] and W_head."""
+    nr = NV * VECTOR_BYTES // cat_data.itemsize
+    n_cat = cat_pk.shape[0]
+    n_hh = 0
+    while n_hh < gate_h.size and gate_h[n_hh] >= 0:
+        n_hh += 1
+    for p in prange(n_cat + bwd_pk.shape[0]):
+        if p < n_cat:
+            blk = p * nr // hp
+            _pack_gates(w_ih, w_hh, b_ih, b_hh, gate_i[blk], gate_h[blk], p * nr - blk * hp,
+                        cat_pk[p, 1], cat_pk[p, 2], cat_data, cat_pk[p, 0])
+        else:
+            q = p - n_cat
+            _pack_recurrent(w_hh, gate_h[:n_hh], hp, q, bwd_data, bwd_pk[q, 0])
+    hidden = w_hh.shape[1]
+    for q in range(head_pk.shape[0]):
+        width = min(nr, head_w.shape[0] - q * nr)
+        for k in range(hidden + 1):
+            dst = head_data[head_pk[q, 0] + k * nr:head_pk[q, 0] + (k + 1) * nr]
+            for j in range(nr):
+                o = q * nr + j
+                dst[j] = 0 if j >= width else (head_w[o, k] if k < hidden else head_b[o])
+    pack(head_w, headt_data, headt_pk)
+
+
+@njit(**JIT)
+def start_state(z, lo, hi, hidden):
+    """h_{-1} = 0 for rows lo..hi (slot 0 is reused when streaming)."""
+    z[lo:hi, :hidden] = 0
+
+
+@njit(**JIT)
+def dh_step(last, direct, carried, dy_t, headt_data, headt_pk, g_next, bwd_data, bwd_pk,
+            dh, lo, hi):
+    """dh[lo:hi] = dL/dh_t: the head's direct part dY_t @ W_head (`direct`: at every step
+    with head "every", at the last step with head "last") plus the part through step t+1,
+    dG_{t+1} @ bwd (unless t is the `last` step). `carried`: dh already holds a part
+    through h_{t+1} left by the cell's element-wise backward (GRU: dh_{t+1} * z_{t+1});
+    it is kept, except at the last step, where nothing came before."""
+    if direct:
+        mm(dy_t, 0, headt_data, headt_pk, dh, 0, lo, hi, carried and not last)
+    if not last:
+        mm(g_next, 0, bwd_data, bwd_pk, dh, 0, lo, hi, direct or carried)
+
+
+@njit(**JIT_PARALLEL)
+def weight_grads(g, z, dy, norms, every, hidden, hp, ih_blocks, hh_blocks, panels, dwt,
+                 dwhead, profile, gw_ih, gw_hh, gb_ih, gb_hh, ghead_w, ghead_b):
+    """All parameter gradients from G = dL/d(pre-activations) and the inputs Z.
+
+    dWcat^T[rows of Z, blocks] = sum over t, b of Z[t, b]^T G[t, b]: thread i computes
+    the column panels `panels[i]` (rows: panel, first and last row of Z that its block
+    uses; padded with empty rows). Threads own disjoint columns, so there is no
+    reduction. The head's gradient is dY^T [h_t | 1] over the steps that have an output
+    (BLAS; small). Both are then read back into the torch-layout gradient views through
+    the block map. `profile[t]` = the batch mean of norms[:, t] (grad_norm_per_step).
+    """
+    steps, batch = g.shape[0], g.shape[1]
+    gm = g.reshape(steps * batch, g.shape[2])
+    zm = z.reshape(z.shape[0] * batch, z.shape[2])
+    for i in prange(panels.shape[0]):
+        mm_tn(zm[:steps * batch], gm, dwt, panels[i], KC)
+    dym = dy.reshape(dy.shape[0] * batch, dy.shape[2])
+    first = batch if every else steps * batch  # [h_t | 1] lives in slot t + 1
+    gemm(True, dym, zm[first:first + dym.shape[0], :hidden + 1], 0.0, dwhead)
+    for gate in range(ih_blocks.size):
+        rows = slice(gate * hidden, (gate + 1) * hidden)
+        ci = ih_blocks[gate] * hp
+        ch = hh_blocks[gate] * hp
+        gw_ih[rows] = dwt[hidden + 1:, ci:ci + hidden].T
+        gw_hh[rows] = dwt[:hidden, ch:ch + hidden].T
+        gb_ih[rows] = dwt[hidden, ci:ci + hidden]
+        gb_hh[rows] = dwt[hidden, ch:ch + hidden]
+    ghead_w[:] = dwhead[:, :hidden]
+    ghead_b[:] = dwhead[:, hidden]
+    profile[:] = 0
+    for b in range(batch):
+        for t in range(steps):
+            profile[t] += norms[b, t]
+    profile /= batch

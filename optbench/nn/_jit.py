@@ -1,0 +1,44 @@
+"""The one place that owns the model kernels' tunables and Numba options.
+
+Every `@njit` in `optbench.nn` takes its options from here, and each Python function is
+compiled with exactly one option set (Numba's on-disk cache keys ignore jit options).
+
+fastmath: 'contract' lets LLVM fuse a*b + c into an FMA and 'reassoc' lets it vectorize
+sums (e.g. the squared norm of dL/dh_t over the hidden units); 'nnan' / 'ninf' are left
+out on purpose so that a NaN or inf still propagates to the loss, where the training loop
+records it as a diverged run. The order of every sum is fixed at compile time, so results
+stay bit-identical from run to run.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+
+FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+
+# Serial kernels and the per-batch-chunk parallel kernels. error_model='numpy' lets loops
+# with divisions vectorize (no ZeroDivisionError branch); cache=True so a second process
+# loads the compiled kernels from disk instead of compiling them again.
+JIT = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH}
+JIT_PARALLEL = {**JIT, "parallel": True}
+
+# Register tile of the recurrent matrix product (optbench.nn._gemm): MR rows of the left
+# operand times NV vectors of VECTOR_BYTES. With AVX-512 that is 4 x 32 float32 (8 zmm
+# accumulators); with AVX2 4 x 16 float32 (8 ymm), so neither spills registers.
+MR = 4
+NV = 2
+VECTOR_BYTES = 64 if "avx512f" in llvm.get_host_cpu_features().flatten() else 32
+
+# Rows of the time x batch sum per block in the weight-gradient product (_gemm.mm_tn):
+# KC x NR of the right operand (16 KiB in float32) stays in L1 across the row tiles.
+KC = 128
+
+
+def panel_width(itemsize: int) -> int:
+    """NR: the columns of one packed panel, in elements of `itemsize` bytes."""
+    return NV * VECTOR_BYTES // itemsize
+
+
+# predict / loss without backward stream through time (two state slots, not T); this
+# caps the rows of one such pass so that its buffers stay small.
+EVAL_ROWS = 256

@@ -1,0 +1,70 @@
+"""Elman RNN with tanh (Elman 1990) exactly as torch.nn.RNN(nonlinearity="tanh"):
+
+    h_t = tanh(W_ih x + b_ih + W_hh h_{t-1} + b_hh)
+
+Backward at step t, with dh = dL/dh_t:  d pre = dh * (1 - h_t^2), and
+dL/dh_{t-1} = d pre @ W_hh. Repeated multiplication by W_hh^T diag(1 - h^2) is what
+makes its gradients vanish or explode over long lags (Bengio, Simard & Frasconi 1994;
+Pascanu, Mikolov & Bengio 2013), the contrast the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from optbench.nn._act import tanh
+from optbench.nn._bptt import CellSpec, dh_step, start_state
+from optbench.nn._gemm import mm
+from optbench.nn._jit import JIT_PARALLEL
+
+_ONE = np.float32(1.0)
+
+
+@njit(**JIT_PARALLEL)
+def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden, hp,
+                every):
+    """As lstm_forward; `c` is unused (no cell state) and may be empty."""
+    steps = x.shape[1]
+    for chunk in prange(rows.size - 1):
+        lo, hi = rows[chunk], rows[chunk + 1]
+        start_state(z[0], lo, hi, hidden)
+        for t in range(steps):
+            zt, zn = z[t % z.shape[0]], z[(t + 1) % z.shape[0]]
+            gt = g[t % g.shape[0]]
+            for b in range(lo, hi):
+                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
+            mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
+            for b in range(lo, hi):
+                pre, h = gt[b, :hidden], zn[b, :hidden]
+                for j in range(hidden):
+                    h[j] = tanh(pre[j])
+            if every or t == steps - 1:
+                mm(zn, 0, head_data, head_pk, y[t % y.shape[0]], 0, lo, hi, False)
+
+
+@njit(**JIT_PARALLEL)
+def rnn_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, norms,
+                 rows, hidden, hp, every):
+    """As lstm_backward; `c` and `dc` are unused."""
+    steps = g.shape[0]
+    for chunk in prange(rows.size - 1):
+        lo, hi = rows[chunk], rows[chunk + 1]
+        for t in range(steps - 1, -1, -1):
+            last = t == steps - 1
+            dh_step(last, every or last, False, dy[t % dy.shape[0]], headt_data, headt_pk,
+                    g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
+            gt, zn = g[t], z[t + 1]
+            for b in range(lo, hi):
+                d, h, dpre = dh[b, :hidden], zn[b, :hidden], gt[b, :hidden]
+                sq = np.float32(0.0)
+                for j in range(hidden):
+                    sq += d[j] * d[j]
+                norms[b, t] = np.sqrt(sq)
+                for j in range(hidden):
+                    dpre[j] = d[j] * (_ONE - h[j] * h[j])
+
+SPEC = CellSpec(
+    name="rnn", gates=("h",), ih_blocks=(0,), hh_blocks=(0,),
+    forward=rnn_forward, backward=rnn_backward, reference="Elman 1990",
+)

@@ -1,0 +1,131 @@
+r"""Adam and AdamW (torch.optim.Adam, torch.optim.AdamW), with the AMSGrad variant.
+
+Adam: Kingma & Ba 2015, ICLR, arXiv:1412.6980, Algorithm 1. AMSGrad: Reddi, Kale & Kumar
+2018, ICLR, "On the Convergence of Adam and Beyond". AdamW: Loshchilov & Hutter 2019, ICLR,
+"Decoupled Weight Decay Regularization".
+
+With gradient g at step t = 1, 2, ..., learning rate gamma, weight decay lambda:
+
+    g      <- g + lambda * theta                        (weight_decay, coupled: Adam's L2)
+    theta  <- theta * (1 - gamma * lambda)               (decoupled_weight_decay: AdamW)
+    m_t     = beta1 * m_{t-1} + (1 - beta1) * g
+    v_t     = beta2 * v_{t-1} + (1 - beta2) * g^2
+    v_t     = max(vmax_{t-1}, v_t) =: vmax_t              (amsgrad: the max over the raw v)
+    theta  <- theta - gamma / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
+
+"adamw" is Adam with decoupled_weight_decay=True and weight_decay=1e-2 by default, as
+torch.optim.AdamW.
+
+Where others differ:
+- Keras: epsilon = 1e-7 by default and it is the paper's "epsilon hat":
+  theta <- theta - gamma*sqrt(1-beta2^t)/(1-beta1^t) * m / (sqrt(v) + eps), i.e. epsilon is
+  added before v's bias correction (torch's eps equals Keras's eps / sqrt(1 - beta2^t), so
+  early steps differ most). Keras's AMSGrad, like torch's, keeps the max of the raw v.
+- optax: epsilon outside the root of the bias-corrected v, like torch, plus eps_root inside
+  it (default 0). optax.amsgrad keeps the max of the bias-corrected v (torch: of the raw v).
+- AdamW's default weight decay: torch 1e-2, optax 1e-4, Keras 0.004.
+"""
+
+import math
+
+import numpy as np
+from numba.core.extending import register_jitable
+
+from optbench.optim.scalar import maximum
+from optbench.optim.spec import Spec
+
+f32 = np.float32
+
+
+def reference(p, g, state, h):
+    lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    t = state.step
+    if wd != 0:
+        if h["decoupled_weight_decay"]:
+            p *= 1 - lr * wd
+        else:
+            g = g + wd * p
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m += (1 - beta1) * (g - m)  # beta1 * m + (1 - beta1) * g, as torch's lerp_
+    v *= beta2
+    v += (1 - beta2) * g * g
+    if h["amsgrad"]:
+        vmax = state["max_exp_avg_sq"]
+        np.maximum(vmax, v, out=vmax)
+        v = vmax
+    denom = np.sqrt(v) / math.sqrt(1 - beta2**t) + eps
+    p -= lr / (1 - beta1**t) * m / denom
+
+
+def scalars(h, state):
+    lr, wd = h["lr"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    t = state.step
+    return (
+        f32(lr / (1 - beta1**t)),
+        f32((1 - beta2**t) ** 0.5),
+        f32(1 - beta1),
+        f32(beta2),
+        f32(1 - beta2),
+        f32(h["eps"]),
+        f32(wd),
+        f32(1 - lr * wd),
+    )
+
+
+def rule(has_wd, decoupled, amsgrad):
+    """The element update with these options as compile-time constants."""
+
+    @register_jitable
+    def adam(i, p, g, s, h):
+        step_size, bc2_sqrt, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        x = p[i]
+        d = g[i]
+        if has_wd:
+            if decoupled:
+                x = x * decay
+            else:
+                d = d + wd * x
+        m = s[0][i] + one_m_beta1 * (d - s[0][i])
+        v = beta2 * s[1][i] + one_m_beta2 * d * d
+        s[0][i] = m
+        s[1][i] = v
+        if amsgrad:
+            v = maximum(s[2][i], v)
+            s[2][i] = v
+        p[i] = x - step_size * m / (math.sqrt(v) / bc2_sqrt + eps)
+
+    return adam
+
+
+def _slots(h):
+    names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if h["amsgrad"] else [])
+    return dict.fromkeys(names, 0.0)
+
+
+def _options(h):
+    return (h["weight_decay"] != 0, h["decoupled_weight_decay"], h["amsgrad"])
+
+
+_COMMON = dict(
+    slots=_slots, options=_options, scalars=scalars, rule=rule, reference=reference, doc=__doc__
+)
+
+SPEC = Spec(
+    name="adam",
+    torch="torch.optim.Adam",
+    paper="Kingma & Ba 2015, ICLR (arXiv:1412.6980); Reddi et al. 2018, ICLR (amsgrad)",
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                  decoupled_weight_decay=False),
+    **_COMMON,
+)
+
+SPEC_W = Spec(
+    name="adamw",
+    torch="torch.optim.AdamW",
+    paper="Loshchilov & Hutter 2019, ICLR (arXiv:1711.05101)",
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False),
+    fixed=dict(decoupled_weight_decay=True),
+    **_COMMON,
+)

@@ -1,0 +1,119 @@
+r"""RAdam (torch.optim.RAdam): Liu et al. 2020, ICLR, "On the Variance of the Adaptive
+Learning Rate and Beyond", Algorithm 2.
+
+With gradient g at step t = 1, 2, ..., learning rate gamma:
+
+    g        <- g + lambda * theta                     (weight_decay, coupled)
+    theta    <- theta * (1 - gamma * lambda)            (decoupled_weight_decay)
+    m_t       = beta1 * m_{t-1} + (1 - beta1) * g
+    v_t       = beta2 * v_{t-1} + (1 - beta2) * g^2
+    mhat      = m_t / (1 - beta1^t)
+    rho_inf   = 2 / (1 - beta2) - 1
+    rho_t     = rho_inf - 2 t beta2^t / (1 - beta2^t)
+    r_t       = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+    theta    <- theta - gamma * mhat * r_t * sqrt(1 - beta2^t) / (sqrt(v_t) + eps)  if rho_t > 5
+    theta    <- theta - gamma * mhat                                               otherwise
+
+Where others differ: torch adds eps to sqrt(v_t) before the bias correction (an
+"epsilon hat", as Keras's Adam), optax.radam after it, sqrt(v_t / (1 - beta2^t)) + eps;
+both switch at rho_t > 5 (optax's `threshold`).
+"""
+
+import math
+
+import numpy as np
+from numba.core.extending import register_jitable
+
+from optbench.optim.scalar import ZERO
+from optbench.optim.spec import Spec
+
+f32 = np.float32
+
+
+def _rho(beta2, t):
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    rect = math.sqrt(
+        (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+    ) if rho_t > 5 else 0.0
+    return rho_t, rect
+
+
+def reference(p, g, state, h):
+    lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    t = state.step
+    if wd != 0:
+        if h["decoupled_weight_decay"]:
+            p *= 1 - lr * wd
+        else:
+            g = g + wd * p
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m += (1 - beta1) * (g - m)
+    v *= beta2
+    v += (1 - beta2) * g * g
+    mhat = m / (1 - beta1**t)
+    rho_t, rect = _rho(beta2, t)
+    if rho_t > 5:
+        p -= mhat * lr * (math.sqrt(1 - beta2**t) / (np.sqrt(v) + eps)) * rect
+    else:
+        p -= mhat * lr
+
+
+def scalars(h, state):
+    lr, wd = h["lr"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    t = state.step
+    rho_t, rect = _rho(beta2, t)
+    return (
+        f32(lr),
+        f32(1 - beta1**t),
+        f32(math.sqrt(1 - beta2**t)),
+        f32(rect),  # 0 while rho_t <= 5: the step is then the plain momentum step
+        f32(1 - beta1),
+        f32(beta2),
+        f32(1 - beta2),
+        f32(h["eps"]),
+        f32(wd),
+        f32(1 - lr * wd),
+    )
+
+
+def rule(has_wd, decoupled):
+    """The element update with these options as compile-time constants."""
+
+    @register_jitable
+    def radam(i, p, g, s, h):
+        lr, bc1, bc2_sqrt, rect, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        x = p[i]
+        d = g[i]
+        if has_wd:
+            if decoupled:
+                x = x * decay
+            else:
+                d = d + wd * x
+        m = s[0][i] + one_m_beta1 * (d - s[0][i])
+        v = beta2 * s[1][i] + one_m_beta2 * d * d
+        s[0][i] = m
+        s[1][i] = v
+        # Both steps are computed and one is picked: a select vectorizes, a branch would not.
+        plain = m / bc1 * lr
+        rectified = plain * (bc2_sqrt / (math.sqrt(v) + eps)) * rect
+        p[i] = x - (rectified if rect > ZERO else plain)
+
+    return radam
+
+
+SPEC = Spec(
+    name="radam",
+    torch="torch.optim.RAdam",
+    paper="Liu et al. 2020, ICLR (arXiv:1908.03265)",
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  decoupled_weight_decay=False),
+    slots=lambda h: {"exp_avg": 0.0, "exp_avg_sq": 0.0},
+    options=lambda h: (h["weight_decay"] != 0, h["decoupled_weight_decay"]),
+    scalars=scalars,
+    rule=rule,
+    reference=reference,
+    doc=__doc__,
+)

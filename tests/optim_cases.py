@@ -1,0 +1,45 @@
+"""Shared by the optimizer tests: the table of cases and a seeded run of any backend.
+
+CASES is the table tools/make_golden_optim.py ran through torch (read from its fixture):
+every optimizer with its defaults and with non-default hyper-parameters that switch on each
+of its code paths.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from optbench import optim
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = json.loads((FIXTURES / "optim_golden.json").read_text())
+CASES = [(c["optimizer"], c["hparams"]) for c in GOLDEN["cases"]]
+CASE_IDS = [f"{c['id']}-{c['optimizer']}-" + ("defaults" if not c["hparams"] else "+".join(
+    sorted(c["hparams"]))) for c in GOLDEN["cases"]]
+
+
+def gradients(rng, n: int) -> np.ndarray:
+    """Random float32 gradients spanning five decades, with about 2% exact zeros."""
+    g = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 1, n)
+    g[rng.random(n) < 0.02] = 0.0
+    return g.astype(np.float32)
+
+
+def run(name, hparams, backend, n, steps, seed=0):
+    """`steps` steps from seeded random params and gradients; returns (params, state) on the
+    host (numpy arrays), whatever the backend."""
+    rng = np.random.default_rng(seed)
+    opt = optim.create(name, backend=backend, **hparams)
+    params = rng.standard_normal(n).astype(np.float32)
+    if backend == "cuda":
+        from numba import cuda
+
+        params = cuda.to_device(params)
+    state = opt.init(params)
+    for _ in range(steps):
+        g = gradients(rng, n)
+        opt.step(params, cuda.to_device(g) if backend == "cuda" else g, state)
+    if backend == "cuda":
+        return params.copy_to_host(), {k: state[k].copy_to_host() for k in state.names}
+    return params, {k: state[k] for k in state.names}

@@ -1,0 +1,305 @@
+"""optbench.nn: the public API, input checks, initialisation, determinism, NaN handling,
+and the building blocks (float32 activations, the packed matrix products)."""
+
+import numba
+import numpy as np
+import pytest
+
+from optbench import nn
+from optbench.errors import UsageError
+from optbench.nn._act import sigmoid, tanh
+from optbench.nn._gemm import gemm, mm, mm_tn, pack, panel_table
+from optbench.nn._jit import EVAL_ROWS, JIT, panel_width
+
+
+def data(model, B=4, T=6, loss="mse", seed=0, dtype=None):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, model.input_size)).astype(dtype or model.dtype)
+    every = model.head == "every"
+    if loss == "mse":
+        y = rng.standard_normal((B, T, model.output_size) if every else (B, model.output_size))
+        return x, y.astype(model.dtype)
+    return x, rng.integers(0, model.output_size, (B, T) if every else (B,))
+
+
+# -- API --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,gates", [("lstm", 4), ("gru", 3), ("rnn", 1)])
+def test_layout_uses_torch_names_shapes_and_one_flat_vector(kind, gates):
+    I, H, O = 3, 7, 2
+    model = nn.build(kind, I, H, O)
+    assert model.params.dtype == np.float32 and model.params.ndim == 1
+    assert {k: v.shape for k, v in model.views.items()} == {
+        "weight_ih_l0": (gates * H, I), "weight_hh_l0": (gates * H, H),
+        "bias_ih_l0": (gates * H,), "bias_hh_l0": (gates * H,),
+        "head.weight": (O, H), "head.bias": (O,)}
+    assert model.n_params == gates * H * (I + H + 2) + O * (H + 1) == model.params.size
+    for v in model.views.values():
+        assert np.shares_memory(v, model.params)
+    model.views["head.bias"][:] = 7  # a write through a view lands in the flat vector
+    assert np.count_nonzero(model.params == 7) == O
+
+
+def test_names_and_options():
+    assert nn.names() == ("lstm", "rnn", "gru")
+    assert nn.HEADS == ("last", "every") and nn.INITS == ("default", "chrono")
+    assert tuple(nn.LOSSES) == ("mse", "xent")
+
+
+def test_loss_and_grad_reuses_its_gradient_buffer_and_reports_every_step():
+    model = nn.build("lstm", 2, 5, 1)
+    x, y = data(model, B=3, T=7)
+    loss1, g1, diag1 = model.loss_and_grad(x, y)
+    first = g1.copy()
+    loss2, g2, diag2 = model.loss_and_grad(x, y)
+    assert isinstance(loss1, float) and g2 is g1 and diag1.grad_norm_per_step.shape == (7,)
+    assert loss1 == loss2 and np.array_equal(first, g2)
+    assert np.array_equal(diag1.grad_norm_per_step, diag2.grad_norm_per_step)
+    assert diag1.grad_norm_per_step is not diag2.grad_norm_per_step
+
+
+@pytest.mark.parametrize("kind", nn.names())
+@pytest.mark.parametrize("head", nn.HEADS)
+def test_streaming_forward_equals_training_forward_bit_for_bit(kind, head):
+    model = nn.build(kind, 3, 9, 4, head=head, seed=1)
+    for loss in ("mse", "xent"):
+        x, y = data(model, B=5, T=8, loss=loss)
+        value, _, _ = model.loss_and_grad(x, y, loss=loss)
+        assert model.loss(x, y, loss=loss) == value
+
+
+def test_predict_rows_do_not_depend_on_the_batch_around_them():
+    model = nn.build("gru", 2, 6, 3, head="every", seed=2)
+    x, _ = data(model, B=EVAL_ROWS + 5, T=3)
+    out = model.predict(x)
+    assert out.shape == (EVAL_ROWS + 5, 3, 3) and out.dtype == np.float32
+    for i in (0, 3, EVAL_ROWS - 1, EVAL_ROWS + 4):
+        assert np.array_equal(out[i], model.predict(x[i:i + 1])[0])
+
+
+@pytest.mark.parametrize("kind", nn.names())
+def test_results_are_bit_identical_for_any_numba_thread_count(kind):
+    model = nn.build(kind, 2, 37, 3, head="every", seed=4)
+    x, y = data(model, B=11, T=5, loss="xent")
+    threads = numba.get_num_threads()
+    try:
+        runs = []
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            loss, grads, diag = model.loss_and_grad(x, y, loss="xent")
+            runs.append((loss, grads.copy(), diag.grad_norm_per_step))
+    finally:
+        numba.set_num_threads(threads)
+    for loss, grads, norms in runs[1:]:
+        assert loss == runs[0][0]
+        assert np.array_equal(grads, runs[0][1]) and np.array_equal(norms, runs[0][2])
+
+
+def test_float64_input_is_cast_to_the_model_dtype():
+    model = nn.build("rnn", 2, 4, 1)
+    x, y = data(model, dtype=np.float64)
+    assert model.loss_and_grad(x, y)[0] == model.loss_and_grad(x.astype(np.float32), y)[0]
+
+
+def test_flops_count_the_three_products_of_each_step():
+    model = nn.build("lstm", 2, 128, 1)
+    B, T, H, I, O = 32, 100, 128, 2, 1
+    gates = B * T * (H + 1 + I) * 4 * H  # [h | 1 | x] @ Wcat, multiply-adds
+    recurrent = B * (T - 1) * 4 * H * H  # dG_{t+1} @ W_hh
+    head = B * O * (H + 1) + B * O * H + O * B * (H + 1)
+    assert model.flops(B, T) == 2 * (2 * gates + recurrent + head) == 1_273_782_400
+    gru = nn.build("gru", 2, 128, 1)
+    # GRU: r, z use [h | 1 | x]; the candidate's two products use [h | 1] and [1 | x].
+    assert gru.flops(B, T) == 2 * (2 * B * T * H * (2 * (H + 1 + I) + (H + 1) + (1 + I))
+                                   + B * (T - 1) * 3 * H * H + head)
+
+
+# -- bad input ----------------------------------------------------------------------------
+def one_line_error(call, *words):
+    with pytest.raises(UsageError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(kind="lstmx"), ["lstmx", "lstm, rnn, gru"]),
+    (dict(hidden_size=0), ["hidden_size", "positive integer"]),
+    (dict(input_size=2.0), ["input_size"]),
+    (dict(output_size=True), ["output_size"]),
+    (dict(head="all"), ["head", "last, every"]),
+    (dict(dtype="float16"), ["float16", "float32, float64"]),
+    (dict(init="xavier"), ["xavier", "default, chrono"]),
+    (dict(seed=-1), ["seed"]),
+    (dict(kind="rnn", init="chrono", chrono_tmax=100), ["rnn", "no gates"]),
+    (dict(init="chrono"), ["chrono_tmax"]),
+    (dict(init="chrono", chrono_tmax=2), ["chrono_tmax", "> 2"]),
+])
+def test_build_refuses_bad_arguments(kwargs, words):
+    args = dict(kind="lstm", input_size=2, hidden_size=4, output_size=1) | kwargs
+    one_line_error(lambda: nn.build(**args), *words)
+
+
+@pytest.mark.parametrize("head,loss,change,words", [
+    ("last", "mse", dict(x=np.zeros((4, 6), np.float32)), ["x", "(batch, steps, 2)"]),
+    ("last", "mse", dict(x=np.zeros((4, 6, 3), np.float32)), ["(batch, steps, 2)", "(4, 6, 3)"]),
+    ("last", "mse", dict(x=np.zeros((0, 6, 2), np.float32)), ["batch, steps >= 1"]),
+    ("last", "mse", dict(x=np.zeros((4, 6, 2), np.int64)), ["floating", "int64"]),
+    ("last", "mse", dict(y=np.zeros((4,), np.float32)), ["(4, 3)", "(4,)"]),
+    ("last", "mse", dict(y=np.zeros((4, 3), np.int64)), ["floating"]),
+    ("last", "xent", dict(y=np.zeros((4,), np.float32)), ["integer class indices"]),
+    ("last", "xent", dict(y=np.full(4, 3)), ["outside [0, 3)", "max 3"]),
+    ("every", "xent", dict(y=np.zeros((4,), np.int64)), ["(4, 6)"]),
+    ("last", "mae", {}, ["mae", "mse, xent"]),
+    ("last", "mse", dict(mask=np.ones((4, 6))), ["head 'every'"]),
+    ("every", "xent", dict(mask=np.ones((4, 5))), ["mask", "(4, 6)"]),
+    ("every", "xent", dict(mask=np.ones((4, 6), np.int64)), ["bool or floating"]),
+    ("every", "xent", dict(mask=-np.ones((4, 6))), [">= 0"]),
+    ("every", "mse", dict(mask=np.zeros((4, 6), bool)), ["not all 0"]),
+    ("every", "mse", dict(mask=np.full((4, 6), np.nan)), ["finite"]),
+])
+def test_loss_and_grad_refuses_bad_input(head, loss, change, words):
+    model = nn.build("lstm", 2, 4, 3, head=head)
+    x, y = data(model, loss="xent" if loss == "xent" else "mse")
+    args = dict(x=x, y=y, loss=loss, mask=None) | change
+    one_line_error(lambda: model.loss_and_grad(**args), *words)
+    if "y" not in change and "mask" not in change and loss in nn.LOSSES:
+        one_line_error(lambda: model.predict(args["x"]), *words)
+
+
+# -- initialisation -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", nn.names())
+def test_init_orthogonal_recurrent_glorot_input_and_head(kind):
+    I, H, O = 3, 16, 2
+    model = nn.build(kind, I, H, O, seed=5, dtype="float64")
+    v = model.views
+    for g in range(v["weight_hh_l0"].shape[0] // H):
+        block = v["weight_hh_l0"][g * H:(g + 1) * H]
+        np.testing.assert_allclose(block @ block.T, np.eye(H), atol=1e-12)
+    limit = np.sqrt(6 / (I + H))
+    assert np.abs(v["weight_ih_l0"]).max() <= limit
+    assert np.abs(v["weight_ih_l0"]).max() > 0.8 * limit  # uniform over the range
+    assert np.abs(v["head.weight"]).max() <= np.sqrt(6 / (H + O))
+    assert not v["head.bias"].any() and not v["bias_hh_l0"].any()
+
+
+def test_default_init_puts_the_forget_bias_in_one_vector_only():
+    H = 6
+    lstm = nn.build("lstm", 2, H, 1)
+    b_ih, b_hh = lstm.views["bias_ih_l0"], lstm.views["bias_hh_l0"]
+    assert np.array_equal(b_ih[H:2 * H], np.ones(H)) and not b_hh.any()
+    assert not b_ih[:H].any() and not b_ih[2 * H:].any()
+    for kind in ("gru", "rnn"):
+        v = nn.build(kind, 2, H, 1).views
+        assert not v["bias_ih_l0"].any() and not v["bias_hh_l0"].any()
+
+
+def test_chrono_init_ranges():
+    H, tmax = 200, 50
+    lstm = nn.build("lstm", 2, H, 1, init="chrono", chrono_tmax=tmax, dtype="float64").views
+    b_i, b_f = lstm["bias_ih_l0"][:H], lstm["bias_ih_l0"][H:2 * H]
+    assert 0 <= b_f.min() and b_f.max() <= np.log(tmax - 1)
+    assert b_f.max() > 0.9 * np.log(tmax - 1) and np.array_equal(b_i, -b_f)
+    assert not lstm["bias_ih_l0"][2 * H:].any() and not lstm["bias_hh_l0"].any()
+    gru = nn.build("gru", 2, H, 1, init="chrono", chrono_tmax=tmax, dtype="float64").views
+    b_z = gru["bias_ih_l0"][H:2 * H]
+    assert 0 <= b_z.min() and b_z.max() <= np.log(tmax - 1) and b_z.std() > 0.3
+    assert not gru["bias_ih_l0"][:H].any() and not gru["bias_ih_l0"][2 * H:].any()
+
+
+def test_init_depends_on_the_seed_only():
+    a, b = nn.build("lstm", 2, 8, 1, seed=3), nn.build("lstm", 2, 8, 1, seed=3)
+    assert np.array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, nn.build("lstm", 2, 8, 1, seed=4).params)
+    wide = nn.build("lstm", 2, 8, 1, seed=3, dtype="float64")
+    assert np.array_equal(a.params, wide.params.astype(np.float32))
+
+
+# -- divergence is a value, not a crash -------------------------------------------------------
+@pytest.mark.parametrize("kind", nn.names())
+def test_nan_weights_and_inf_inputs_give_nan_not_errors(kind):
+    model = nn.build(kind, 2, 5, 2, head="every")
+    x, y = data(model, loss="xent")
+    model.views["weight_hh_l0"][0, 0] = np.nan
+    loss, grads, diag = model.loss_and_grad(x, y, loss="xent")
+    assert np.isnan(loss) and np.isnan(grads).any() and np.isnan(model.predict(x)).any()
+    # An infinite input saturates the gates (as in torch) but not the weight gradient.
+    model = nn.build(kind, 2, 5, 2, head="every")
+    x[0, 0, 0] = np.inf
+    assert not np.isfinite(model.loss_and_grad(x, y, loss="xent")[1]).all()
+
+
+# -- building blocks ---------------------------------------------------------------------------
+@numba.njit(**JIT)
+def _activations(x, t, s):
+    for i in range(x.size):
+        t[i] = tanh(x[i])
+        s[i] = sigmoid(x[i])
+
+
+def test_float32_tanh_and_sigmoid_are_within_3e7_and_keep_nan():
+    x = np.concatenate([np.linspace(-20, 20, 200001), [np.nan, np.inf, -np.inf, 0.0]])
+    for dtype, tol in ((np.float32, 3e-7), (np.float64, 1e-15)):
+        xs = x.astype(dtype)
+        t, s = np.empty_like(xs), np.empty_like(xs)
+        _activations(xs, t, s)
+        exact = xs.astype(np.float64)
+        with np.errstate(over="ignore"):
+            assert np.nanmax(np.abs(t[:-4] - np.tanh(exact[:-4]))) < tol
+            assert np.nanmax(np.abs(s[:-4] - 1 / (1 + np.exp(-exact[:-4])))) < tol
+        assert np.isnan(t[-4]) and np.isnan(s[-4])
+        assert abs(t[-3] - 1) < tol and abs(t[-2] + 1) < tol and abs(s[-2]) < tol
+        assert t[-1] == 0 and s[-1] == 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 13, 50), (9, 40, 33)])
+def test_packed_product_matches_numpy(dtype, M, K, N):
+    rng = np.random.default_rng(M)
+    nr = panel_width(np.dtype(dtype).itemsize)
+    b = rng.standard_normal((K + 2, N)).astype(dtype)
+    a = rng.standard_normal((M + 1, K + 5)).astype(dtype)
+    panels = -(-N // nr)
+    ranges = [(1, K + 1) if p % 2 else (0, K + 2) for p in range(panels)]  # rows per panel
+    pk, size = panel_table(ranges, nr)
+    packed = np.full(size, np.nan, dtype)
+    pack(b, packed, pk)
+    c = rng.standard_normal((M + 1, panels * nr)).astype(dtype)
+    before = c.copy()
+    mm(a, 3, packed, pk, c, 0, 1, M + 1, True)  # rows 1..M; a's columns from 3
+    for p, (k0, k1) in enumerate(ranges):
+        cols = slice(p * nr, min((p + 1) * nr, N))
+        expect = before[1:, cols] + a[1:, 3 + k0:3 + k1] @ b[k0:k1, cols]
+        np.testing.assert_allclose(c[1:, cols], expect, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(c[0], before[0])  # rows outside [lo, hi) untouched
+    mm(a, 3, packed, pk, c, 0, 0, M + 1, False)
+    np.testing.assert_allclose(c[:, :min(nr, N)], a[:, 3:K + 5] @ b[:, :min(nr, N)],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_product_matches_numpy(dtype):
+    rng = np.random.default_rng(1)
+    nr = panel_width(np.dtype(dtype).itemsize)
+    K, M, N = 301, 11, 3 * nr
+    a, b = rng.standard_normal((K, M)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    c = np.full((M, N), np.nan, dtype)
+    panels = np.array([[0, 0, M], [2, 3, 9], [1, 5, 5]], np.int64)  # the last one: no rows
+    mm_tn(a, b, c, panels, 64)  # K = 301: four blocks, the last one partial
+    np.testing.assert_allclose(c[:, :nr], a.T @ b[:, :nr], rtol=1e-4)
+    np.testing.assert_allclose(c[3:9, 2 * nr:], a[:, 3:9].T @ b[:, 2 * nr:], rtol=1e-4)
+    assert np.isnan(c[:, nr:2 * nr]).all()
+
+
+def test_blas_gemm_on_views():
+    rng = np.random.default_rng(2)
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal((20, 9)).astype(dtype)
+        b = rng.standard_normal((20, 12)).astype(dtype)
+        c = np.ones((9, 14), dtype)
+        gemm(True, a, b[:, 2:], 1.0, c[:, 3:13])
+        np.testing.assert_allclose(c[:, 3:13], 1 + a.T @ b[:, 2:], rtol=1e-5)
+        assert (c[:, :3] == 1).all() and (c[:, 13:] == 1).all()
+        gemm(False, a[:9], b[:9, :5], 0.0, c[:, :5])
+        np.testing.assert_allclose(c[:, :5], a[:9] @ b[:9, :5], rtol=1e-5)

@@ -1,0 +1,67 @@
+"""The models benchmark (without torch: the tests never import it) and Numba's on-disk
+cache, which lets a second process start without compiling."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optbench.errors import UsageError
+from optbench.nn import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_rows_without_torch():
+    rows = bench.bench_models([("gru", 8, 6, 5, 3), ("rnn", 4, 3, 2, 1)], repeat=3,
+                              with_torch=False)
+    assert [(r["model"], r["H"], r["T"], r["B"], r["I"]) for r in rows] == [
+        ("gru", 8, 6, 5, 3), ("rnn", 4, 3, 2, 1)]
+    for r in rows:
+        assert set(r) == set(bench.FIELDS)
+        assert r["numba_ms"] > 0 and r["gflops"] > 0 and r["sgemm_gflops"] > 0
+        assert r["torch_ms"] is None and r["speedup"] is None
+        assert r["step"] in ("fwd+bwd", "fwd+bwd+adam") and r["compile_s"] >= 0
+    assert "gflops" in bench.format_rows(rows).splitlines()[0]
+
+
+def test_bench_command_line(capsys):
+    assert bench.main(["--config", "lstm:4:3:2:2", "--repeat", "1", "--no-torch", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"][0]["model"] == "lstm" and out["warm_start_s"] is None
+
+
+@pytest.mark.parametrize("text", ["lstm:4:3:2", "conv:4:3:2:2", "lstm:0:3:2:2", "lstm:a:3:2:2"])
+def test_bad_configs_are_refused(text, capsys):
+    with pytest.raises(UsageError, match="MODEL:H:T:B:I"):
+        bench.parse_config(text)
+    assert bench.main(["--config", text]) == 2
+    assert "MODEL:H:T:B:I" in capsys.readouterr().err
+
+
+_PROBE = """
+import numpy as np
+from optbench import nn
+from optbench.nn import _bptt, gru, losses
+m = nn.build("gru", 2, 8, 3, head="every")
+m.loss_and_grad(np.ones((3, 4, 2), np.float32), np.zeros((3, 4), np.int64), loss="xent")
+m.predict(np.ones((3, 4, 2), np.float32))
+for f in (gru.gru_forward, gru.gru_backward, _bptt.pack_weights, _bptt.weight_grads,
+          losses.xent):
+    print(f.__name__, sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+"""
+
+
+@pytest.mark.slow
+def test_a_second_process_loads_every_kernel_from_the_disk_cache():
+    def probe():
+        out = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+        return {name: (int(hits), int(misses)) for name, hits, misses in
+                (line.split() for line in out.splitlines())}
+
+    probe()  # fills the cache if this checkout has not compiled these kernels yet
+    second = probe()
+    assert all(hits > 0 and misses == 0 for hits, misses in second.values()), second
