@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TIERS = ("defaults", "tuned")
-INITS = ("default", "chrono")
 _DEFAULT = {f.name: f.default for f in fields(Cell) if f.name != "hparams"}
 KEYS = {
     "name": None,
@@ -77,8 +76,49 @@ KEYS = {
 }
 REQUIRED = ("tasks", "lengths", "optimizers")
 
-# Presets. Durations are measured on the development machine (2 cores), see README.
+# Presets: data in the config format above. Run times on the development machine are in
+# the README ("Presets"); `tools/estimate_presets.py` measures and extrapolates them.
+_ALL_OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
+                   "lion"]
 PRESETS: dict[str, dict] = {
+    # Seconds: the mechanics end to end (tests, first contact).
+    "smoke": dict(
+        tasks=["adding"], lengths=[10], hidden=[8], optimizers=["adam", "sgd"], seeds=[0],
+        steps=100, eval_every=25, batch_size=16, tuning={"lr_points": 3, "lr_decades": 2.0},
+    ),
+    # Minutes, yet a real comparison: six optimizers from plain SGD to sign-based Lion, two
+    # long-lag tasks at two lengths where tuned adaptive methods solve within the budget
+    # and SGD does not, three seeds, a 3-point lr grid over two decades.
+    "quick": dict(
+        tasks=["adding", "temporal_order_4"], lengths=[25, 50], hidden=[32],
+        optimizers=["sgd", "adagrad", "rmsprop", "adam", "nadam", "lion"],
+        seeds=3, steps=1500, eval_every=50, tuning={"lr_points": 3, "lr_decades": 2.0},
+    ),
+    # Hours: every optimizer, LSTM against GRU, longer lags, a 5-point grid.
+    "standard": dict(
+        tasks=["adding", "temporal_order_4", "copy"],
+        lengths={"adding": [50, 100, 200], "temporal_order_4": [50, 100], "copy": [10, 20]},
+        models=["lstm", "gru"], hidden=[64], optimizers=_ALL_OPTIMIZERS, seeds=3,
+        steps=3000, eval_every=100, tuning={"lr_points": 5, "lr_decades": 2.0},
+    ),
+    # Days: every task, model and optimizer, two widths, five seeds, a 7-point grid.
+    "full": dict(
+        tasks=["adding", "copy", "temporal_order_4", "temporal_order_8", "digits",
+               "digits_permuted"],
+        lengths={"adding": [50, 100, 200, 400], "copy": [10, 20, 50],
+                 "temporal_order_4": [50, 100, 200], "temporal_order_8": [100, 200],
+                 "digits": [64], "digits_permuted": [64]},
+        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=_ALL_OPTIMIZERS, seeds=5,
+        steps=5000, eval_every=100, tuning={"lr_points": 7, "lr_decades": 3.0},
+    ),
+    # The seed program's set-up: LSTM(128) + Dense(1), Adam lr 1e-3, MSE, batch 32, on the
+    # adding problem; untuned (PyTorch's reference run reached validation MSE 0.037 after
+    # 4000 steps at T = 100).
+    "seed": dict(
+        tasks=["adding"], lengths=[100], models=["lstm"], hidden=[128],
+        optimizers=[{"name": "adam", "lr": 1e-3}], seeds=3, steps=4000, eval_every=100,
+        batch_size=32, tiers=["defaults"],
+    ),
 }
 DEFAULT_PRESET = "quick"
 
@@ -258,7 +298,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
         "eval_every": eval_every,
         "clip_norm": c.off_or_positive("clip_norm", cfg["clip_norm"]),
         "clip_value": c.off_or_positive("clip_value", cfg["clip_value"]),
-        "init": c.choice("init", cfg["init"], INITS),
+        "init": c.choice("init", cfg["init"], nn.INITS),
         "tiers": tiers,
         "tuning": {"lr_points": points, "lr_decades": decades},
     }
@@ -310,7 +350,7 @@ def optimizer_defaults(name: str) -> dict:
     """The optimizer's hyper-parameters and their defaults, from its spec in `optbench.optim`."""
     from optbench import optim
 
-    return dict(optim.SPECS[name].defaults)
+    return dict(optim.spec(name).defaults)
 
 
 def lr_grid(centre: float, points: int, decades: float) -> list[float]:
@@ -333,15 +373,25 @@ GROUP = ["task", "length", "model", "hidden", "optimizer", "variant", "steps", "
 def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = None) -> "pd.DataFrame":
     """The tuned learning rate per (task, length, model, hidden, optimizer, other hparams ...).
 
-    `cells` is `optbench.load(DIR).tier("tuned")` or any frame with its columns. A cell's
-    score is its final validation metric; a diverged cell, or one without a metric, scores
-    the worst possible. Per lr the score is the median over seeds (DeepOBS's protocol), and
-    the best median wins; on a tie, the smaller lr. `higher_is_better` maps task -> bool
+    `cells` is `optbench.load(DIR).tier("tuned")` or any frame with its columns. Protocol
+    (DeepOBS, Schneider et al. 2019): each lr is scored by the median over seeds of a
+    per-cell score taken on the validation set, and the lr with the best median wins (on a
+    tie, the smaller lr). The per-cell score orders, best first:
+
+    1. solved cells, by steps to solve (the first evaluation meeting the task's solved rule);
+    2. unsolved cells, by their final validation metric;
+    3. diverged cells, and cells without a validation metric.
+
+    A plain median of final validation metrics would rank solved runs by noise: the loop
+    stops a run at its first evaluation past the threshold, so every solved run ends just
+    past it. Where nothing solves, the rule is DeepOBS's. With an even number of seeds the
+    median is the lower of the two middle scores. `higher_is_better` maps task -> bool
     (default: the task registry's `higher_is_better`).
 
-    Returns one row per group: the GROUP columns, `lr`, `seeds`, `val_median` (the
-    winning median), `test_median` (median test metric over the seeds at that lr), `solved`
-    (how many seeds solved the task at that lr) and `lrs` (how many lrs were compared).
+    Returns one row per group: the GROUP columns, `lr`, then over the seeds at that lr:
+    `seeds`, `solved`, `diverged` (counts), `steps_median` (median steps to solve of the
+    solved seeds), `val_median` and `test_median` (median final validation and test metric
+    of the seeds that did not diverge), and `lrs` (how many lrs were compared).
     """
     import numpy as np
     import pandas as pd
@@ -352,18 +402,29 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
         higher_is_better = {t: tasks.get(t).higher_is_better for t in cells["task"].unique()}
     df = cells.assign(variant=[_variant(h) for h in cells["hparams_json"]])
     sign = np.where(df["task"].map(higher_is_better).astype(bool), -1.0, 1.0)
-    loss = sign * df["val_metric"].astype(float)  # lower is better
-    df["score"] = loss.where((df["outcome"] != "diverged") & loss.notna(), np.inf)
-    per_lr = df.groupby(GROUP + ["lr"], sort=True, dropna=False).agg(
-        score=("score", "median"), test_median=("test_metric", "median"),
-        seeds=("seed", "nunique"), solved=("outcome", lambda o: int((o == "solved").sum())),
-    ).reset_index()
-    per_lr["lrs"] = per_lr.groupby(GROUP, dropna=False)["lr"].transform("size")
-    best = per_lr.sort_values(GROUP + ["score", "lr"]).groupby(GROUP, dropna=False).head(1)
-    back = np.where(best["task"].map(higher_is_better).astype(bool), -1.0, 1.0)
-    best["val_median"] = (back * best["score"]).where(np.isfinite(best["score"]))
-    return best[GROUP + ["lr", "seeds", "val_median", "test_median", "solved", "lrs"]] \
-        .reset_index(drop=True)
+    loss = sign * df["val_metric"].astype(float)
+    df["score"] = [
+        (2, 0.0) if outcome == "diverged" or np.isnan(v) else
+        (0, float(steps)) if outcome == "solved" else (1, v)
+        for outcome, v, steps in zip(df["outcome"], loss, df["steps_to_solve"])
+    ]
+    rows = []
+    for group, g in df.groupby(GROUP, sort=True, dropna=False):
+        per_lr = []
+        for lr, at in g.groupby("lr", sort=True):
+            scores = sorted(at["score"])
+            ok = at[at["outcome"] != "diverged"]
+            per_lr.append((scores[(len(scores) - 1) // 2], lr, dict(
+                seeds=at["seed"].nunique(), solved=int((at["outcome"] == "solved").sum()),
+                diverged=len(at) - len(ok),
+                steps_median=at["steps_to_solve"].astype(float).median(),
+                val_median=ok["val_metric"].astype(float).median(),
+                test_median=ok["test_metric"].astype(float).median(),
+            )))
+        _, lr, figures = min(per_lr, key=lambda x: x[:2])
+        rows.append({**dict(zip(GROUP, group)), "lr": lr, **figures, "lrs": len(per_lr)})
+    return pd.DataFrame(rows, columns=GROUP + [
+        "lr", "seeds", "solved", "diverged", "steps_median", "val_median", "test_median", "lrs"])
 
 
 def label(optimizer: str, variant: str) -> str:

@@ -96,9 +96,9 @@ def _tier_sizes(m) -> dict[str, int]:
 
 
 def summary(results, m) -> str:
-    """Per tier, one row per (task, length, model, optimizer): the lr (tuned tier: the best,
-    by median validation metric over seeds), median validation and test metric, and how many
-    seeds solved the task."""
+    """Per tier, one row per (task, length, model, optimizer): the lr (tuned tier: the one
+    `matrix.pick_lr` picks), how many seeds solved and diverged, the median steps to solve,
+    and the median final validation and test metric."""
     from optbench import tasks
     from optbench.matrix import label, pick_lr
 
@@ -117,9 +117,11 @@ def summary(results, m) -> str:
             model=[f"{k}({h})" for k, h in zip(picked["model"], picked["hidden"])],
             optimizer=[label(o, v) for o, v in zip(picked["optimizer"], picked["variant"])],
             solved=[f"{s}/{n}" for s, n in zip(picked["solved"], picked["seeds"])],
-        )[["task", "length", "model", "optimizer", "lr", "metric", "val_median", "test_median",
-           "solved"]]
-        what = "best lr of the grid" if tier == "tuned" else "default hyper-parameters"
-        lines += ["", f"tier {tier} ({what}; medians over seeds):",
+            steps=picked["steps_median"].map(lambda x: "-" if x != x else f"{x:.0f}"),
+        )[["task", "length", "model", "optimizer", "lr", "solved", "diverged", "steps",
+           "metric", "val_median", "test_median"]]
+        what = ("the lr picked from the grid on the validation set" if tier == "tuned"
+                else "default hyper-parameters")
+        lines += ["", f"tier {tier} ({what}; medians over seeds, diverged seeds aside):",
                   table.to_string(index=False, float_format=lambda x: f"{x:.4g}")]
     return "\n".join(lines)
