@@ -12,6 +12,7 @@ input is checked before any work starts; bad input is one line on stderr and exi
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 DEFAULT_OUT = "results"
 
@@ -34,7 +35,7 @@ def configure(parser) -> None:
     dask.add_argument("--dask-local", metavar="N", type=_int,
                       help="start a Dask LocalCluster of N worker processes and run on it")
     parser.add_argument("--quiet", action="store_true",
-                        help="one log line per cell instead of the progress bar; no summary")
+                        help="one log line per finished cell instead of the progress bar")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the input and print the plan; run nothing")
 
@@ -68,31 +69,26 @@ def run(args) -> int:
     with Store.open(args.out) as store:
         finished = store.finished_keys()
         todo = sum(cell.key not in finished for cell in m.cells)
-        tiers = ", ".join(f"{t} {n}" for t, n in _tier_sizes(m).items())
+        tiers = ", ".join(f"{t} {n}" for t, n in Counter(t for _, t in m.members).items())
         print(f"matrix {m.name}: {len(m.cells)} cells ({tiers}); {len(m.cells) - todo} already "
-              f"in {store.path}, {todo} to run ({executor.name})", file=sys.stderr)
+              f"in {store.path}, {todo} to run {executor.name}", file=sys.stderr)
         if args.dry_run:
             return 0
         progress = runner.Progress(bar=False if args.quiet else None)
         try:
             runner.execute(m, store, executor, progress=progress)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, runner.WorkerLost) as exc:
             progress.close()
             done = len(store.finished_keys() & {c.key for c in m.cells})
-            print(f"interrupted: {done} of {len(m.cells)} cells are safely stored in "
-                  f"{store.path}; run the same command again to resume", file=sys.stderr)
-            return 130
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            print(f"{why}: {done} of {len(m.cells)} cells are safely stored in {store.path}; "
+                  "run the same command again to resume", file=sys.stderr)
+            return 130 if isinstance(exc, KeyboardInterrupt) else 1
         progress.close()
-        if not args.quiet:
-            print(summary(store.frames(matrix=m.name), m))
+        print(summary(store.frames(matrix=m.name), m))
+    # The report (a later issue) is built here, from the same directory.
+    print(f"results in {args.out}/: read them with optbench.load({args.out!r})", file=sys.stderr)
     return 0
-
-
-def _tier_sizes(m) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for _, tier in m.members:
-        sizes[tier] = sizes.get(tier, 0) + 1
-    return sizes
 
 
 def summary(results, m) -> str:

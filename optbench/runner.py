@@ -4,8 +4,8 @@
 finished there, and hands the rest to an executor; every `Result` that comes back is
 written by this (the coordinating) process in one transaction, so workers never write.
 
-Executors (each a context manager with `slots` and `run(fn, cells) -> iterator of Results`
-in completion order):
+Executors (each a context manager with a `name` and `run(fn, cells) -> iterator of
+Results` in completion order):
 
 - `Serial()`: in this process, with Numba's default thread count.
 - `Processes(n)`: n local worker processes (spawn context), each with `cores // n` Numba
@@ -81,8 +81,7 @@ def _check_count(option: str, n) -> int:
 
 # -- executors -----------------------------------------------------------------------------
 class Serial:
-    name = "serial"
-    slots = 1
+    name = "serially in this process"
 
     def __enter__(self) -> "Serial":
         return self
@@ -105,10 +104,9 @@ def _init_worker(env: dict[str, str]) -> None:
 class Processes:
     """`workers` local processes; see the module docstring."""
 
-    name = "processes"
-
     def __init__(self, workers: int):
-        self.slots = _check_count("--workers", workers)
+        self.workers = _check_count("--workers", workers)
+        self.name = f"on {workers} local worker processes"
 
     def __enter__(self) -> "Processes":
         return self
@@ -125,8 +123,8 @@ class Processes:
         breakdowns = 0
         while pending:
             pool = ProcessPoolExecutor(
-                self.slots, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(worker_env(self.slots),),
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(worker_env(self.workers),),
             )
             try:
                 futures = {pool.submit(fn, cell): cell for cell in pending.values()}
@@ -162,8 +160,6 @@ def _stop(pool) -> None:
 class Dask:
     """A Dask distributed cluster: `address` of a running scheduler, or `local_workers`."""
 
-    name = "dask"
-
     def __init__(self, address: str | None = None, local_workers: int | None = None):
         if (address is None) == (local_workers is None):
             raise UsageError("give either a Dask scheduler address or a local worker count")
@@ -177,7 +173,8 @@ class Dask:
             raise UsageError('Dask is not installed: pip install "optbench[dask]"') from None
         self.address, self.local_workers = address, local_workers
         self.client = self.cluster = None
-        self.slots = local_workers or 1
+        self.name = (f"on a Dask scheduler at {address}" if address else
+                     f"on a Dask LocalCluster of {local_workers} workers")
 
     def __enter__(self) -> "Dask":
         import logging
@@ -196,7 +193,6 @@ class Dask:
                 self.client = Client(self.address, timeout=f"{CONNECT_TIMEOUT_S}s")
             except OSError as exc:
                 raise UsageError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from None
-        self.slots = max(1, sum(self.client.nthreads().values()))
         return self
 
     def __exit__(self, *exc) -> None:

@@ -113,14 +113,22 @@ class Store:
             _check_writable(directory)
         elif not os.path.exists(path):
             raise UsageError(f"no results store in {directory!r} (expected {FILENAME})")
+        # isolation_level=None: transactions are explicit (`transaction`); WAL lets readers
+        # (`load`, a report) read while a run writes; FULL syncs each commit to disk.
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise UsageError(f"{path}: cannot open ({exc})") from None
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             store = cls(path, conn)
             store._init_or_check(write=create)
-        except sqlite3.DatabaseError as exc:
-            raise UsageError(f"{path}: not a readable optbench store ({exc})") from None
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise UsageError(f"{path}: not a readable optbench store ({exc})") from None
+            raise
         return store
 
     def _init_or_check(self, write: bool) -> None:
