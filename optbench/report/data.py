@@ -429,9 +429,10 @@ def grad_flow(data: Data, tier: str = "tuned") -> pd.DataFrame:
     return data.ordered(out, "order", "t")
 
 
-def kernel_throughput(path: str) -> tuple[pd.DataFrame, dict]:
-    """The optimizer rows and the bandwidth of `python -m optbench kernels --json` output
-    saved at `path`. UsageError, one line, when the file cannot be read or has no such rows."""
+def kernel_throughput(path: str) -> tuple[pd.DataFrame, dict, dict]:
+    """The optimizer rows, the bandwidth and the environment of `python -m optbench kernels
+    --json` output saved at `path`. UsageError, one line, when the file cannot be read or
+    has no such rows."""
     try:
         with open(path) as f:
             report = json.load(f)
@@ -446,7 +447,7 @@ def kernel_throughput(path: str) -> tuple[pd.DataFrame, dict]:
                 isinstance(r, dict) and need <= set(r) for r in rows):
         raise UsageError(f"kernel results {path!r}: expected the JSON of `python -m optbench "
                          "kernels --json` (optimizers section: rows and bandwidth)")
-    return pd.DataFrame(rows), report["bandwidth"]
+    return pd.DataFrame(rows), report["bandwidth"], report.get("env", {})
 
 
 # -- labels ---------------------------------------------------------------------------------

@@ -249,7 +249,7 @@ class _Content:
     def _title_page(self, fig) -> None:
         d = self.data
         cfg = d.config
-        left = ["Question", "Which optimizer trains a recurrent network across a long time "
+        left = ["Question", "  Which optimizer trains a recurrent network across a long time "
                 "lag, how fast, and why?", "", "Matrix"]
         left += [f"  {k}: {v}" for k, v in _matrix_lines(cfg)]
         right = ["Results", f"  store: {os.path.join(d.directory, FILENAME)}",
@@ -268,9 +268,12 @@ class _Content:
         if len(envs) > 1:
             right.append(f"  (the most common of {len(envs)} environments: {top['cells']} of "
                          f"{self.finished} cells; see env_json in the store)")
-        right += ["", f"Kernel benchmark: {self.kernels_path}" if self.kernels_path else
-                  "Kernel benchmark: none (save `python -m optbench kernels --json` as "
-                  f"{os.path.join(d.directory, KERNELS_FILE)} to add it)"]
+        load = self.bench[2].get("load_average_1min") if self.bench else None
+        load = f" (1-minute load average before it: {load:.2f})" if isinstance(
+            load, (int, float)) else ""
+        right += ["", "Kernel benchmark", f"  {self.kernels_path}{load}" if self.kernels_path
+                  else "  none: save `python -m optbench kernels --json` as "
+                  f"{os.path.join(d.directory, KERNELS_FILE)} to add it"]
         if len(self.missing):
             right += ["", "Missing (per problem: optimizer, cells missing of planned)"]
             right += _missing_lines(self.missing)
@@ -327,7 +330,8 @@ class _Content:
         F.grad_flow(fig, flow, self.data.entrants, dict(zip(rows["entrant"], rows["lr"])))
 
     def _kernel_page(self, fig) -> None:
-        F.kernel_throughput(fig, *self.bench)
+        rows, bandwidth, _ = self.bench
+        F.kernel_throughput(fig, rows, bandwidth)
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -529,8 +533,9 @@ _LR_CAPTION = (
 _FLOW_BODY = (
     "||dL/dh_t||, the norm of the loss gradient with respect to the hidden state at time "
     "step t (batch mean, from BPTT, before clipping), against t, at several points of "
-    "training (colour: early light, late dark); median over seeds at {tier}, log scale, "
-    "the same in every panel. "
+    "training (colour: early light, late dark); median over seeds at {tier} (runs stop once "
+    "solved, so a late point is the median of the seeds still running), log scale, the same "
+    "in every panel. "
 )
 _FLOW_CAPTION = {
     "last": _FLOW_BODY + (
@@ -547,8 +552,10 @@ _KERNELS_CAPTION = (
     "From {path} (`python -m optbench kernels --json`). Left: the memory traffic of one "
     "optimizer step (bytes it must read and write per parameter, times parameters, per "
     "second) on the Numba CPU backend against the number of parameters; the dashed line is "
-    "the memory bandwidth measured in the same process (a += s*b). Small sizes live in the "
-    "caches and can exceed it; large ones are bound by it. Right: at the largest size, each "
+    "the memory bandwidth measured in the same process (a += s*b). Sizes that fit in the "
+    "caches can exceed it; far beyond the caches a step cannot, so a point above the line "
+    "there means the probe under-measured the machine (or its load changed between the two "
+    "measurements: see the load average on the title page). Right: at the largest size, each "
     "backend's share of that bandwidth (torch-fused and torch-foreach: torch.optim's "
     "implementations timed in the same process); the dashed line is 100 %."
 )

@@ -21,7 +21,7 @@ from optbench.report.data import PROBLEM, TAU_MAX, problem_label
 
 FONT = 9  # tick labels and legends; titles one point larger
 MAX_COLUMNS = 3  # panels per row
-POINT_COLOURS = "viridis_r"  # gradient-flow training points: early light, late dark
+POINT_COLOURS = "plasma_r"  # gradient-flow training points: early light, late dark
 
 
 def colours(names: list[str]) -> dict[str, tuple]:
@@ -172,7 +172,7 @@ def grad_flow(fig, flow: pd.DataFrame, entrants: list[str], lrs: dict[str, float
     per training point, early light to late dark."""
     names = list(dict.fromkeys(flow.sort_values("order")["point"]))
     cmap = colormaps[POINT_COLOURS]
-    tone = {p: cmap(0.15 + 0.85 * i / max(1, len(names) - 1)) for i, p in enumerate(names)}
+    tone = {p: cmap(0.1 + 0.9 * i / max(1, len(names) - 1)) for i, p in enumerate(names)}
     present = [e for e in entrants if e in set(flow["entrant"])]
     positive = flow["norm"][flow["norm"] > 0]
     found = []
