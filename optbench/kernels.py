@@ -1,5 +1,8 @@
 """`python -m optbench kernels`: how fast each optimizer steps, against the memory bandwidth
-measured in the same process and, when torch imports, torch.optim's fused and foreach steps.
+measured in the same process and, when torch imports, torch.optim's fused and foreach steps;
+with `--section models` (or `all`), how fast the recurrent models take a training step
+against PyTorch (optbench.nn.bench: forward + BPTT + Adam, GFLOP/s beside an SGEMM timed
+in the same process).
 
 For every optimizer x backend x size it reports time per step (the median over --repeat
 samples, each sample timing enough back-to-back steps to last a few milliseconds), Gparam/s,
@@ -26,7 +29,16 @@ TORCH_NAMES = {
 }
 
 
+SECTIONS = ("optimizers", "models", "all")
+
+
 def configure(parser) -> None:
+    parser.add_argument("--section", choices=SECTIONS, default="optimizers",
+                        help="what to time: optimizer steps, model training steps, or both "
+                        "(default %(default)s)")
+    parser.add_argument("--model", action="append", metavar="MODEL:H:T:B:I", dest="models",
+                        help="a model configuration for the models section (repeatable; "
+                        "default: the seed's LSTM at H=128, 32, 512, then GRU and RNN)")
     parser.add_argument("--optimizers", default=None,
                         help="comma-separated names (default: all)")
     parser.add_argument("--backends", default=None,
@@ -75,6 +87,13 @@ def _parse(args):
             raise UsageError("backend 'cuda' runs in Numba's CUDA simulator here "
                              "(NUMBA_ENABLE_CUDASIM=1): its timings mean nothing; time cuda on a GPU")
     return names, backends, sizes
+
+
+def _parse_models(args) -> tuple:
+    """The models section's configurations, checked before any work starts."""
+    from optbench.nn import bench
+
+    return tuple(bench.parse_config(c) for c in args.models) if args.models else bench.CONFIGS
 
 
 def _real_gpu() -> bool:
@@ -157,38 +176,22 @@ def _import_torch():
 
 def run(args) -> int:
     import numba
-    import numpy as np
 
-    from optbench.bandwidth import measure
     from optbench.env import environment
 
     names, backends, sizes = _parse(args)
+    models = _parse_models(args)
     torch = None if args.no_torch else _import_torch()
     if torch is not None:
         torch.set_num_threads(numba.get_num_threads())
     load = os.getloadavg()[0]
-    bw = measure(1 << args.bandwidth_size, repeat=args.repeat)
-    rows = []
-    rng = np.random.default_rng(0)
-    for name in names:
-        for e in sizes:
-            n = 1 << e
-            cands = [_ours(name, b, n, rng) for b in backends]
-            if torch is not None:
-                for device in ("cpu",) + (("cuda",) if "cuda" in backends else ()):
-                    for mode in ("fused", "foreach"):
-                        c = _torch(torch, name, mode, device, n, rng, cands[0].bytes_per_param)
-                        if c is not None:
-                            c.label += "" if device == "cpu" else "-cuda"
-                            cands.append(c)
-            for c in cands:
-                c.warm_up()
-            for _ in range(args.repeat):
-                for c in cands:
-                    c.sample()
-            rows += _rows(name, e, cands, bw["update_GBps"])
-            del cands
-    report = {"env": environment(), "bandwidth": bw, "rows": rows}
+    report = {"env": environment()}
+    if args.section in ("optimizers", "all"):
+        report.update(_optimizers(args, names, backends, sizes, torch))
+    if args.section in ("models", "all"):
+        from optbench.nn.bench import bench_models
+
+        report["models"] = bench_models(models, args.repeat, with_torch=torch is not None)
     report["env"]["load_average_1min"] = load  # other processes' load skews every figure
     if torch is not None:
         report["env"]["torch_threads"] = torch.get_num_threads()
@@ -197,6 +200,38 @@ def run(args) -> int:
     else:
         print(_text(report))
     return 0
+
+
+def _optimizers(args, names, backends, sizes, torch) -> dict:
+    import numpy as np
+
+    from optbench.bandwidth import measure
+
+    bw = measure(1 << args.bandwidth_size, repeat=args.repeat)
+    rng = np.random.default_rng(0)
+    rows = [row for name in names for e in sizes
+            for row in _measure(name, e, backends, torch, args.repeat, rng, bw["update_GBps"])]
+    return {"bandwidth": bw, "rows": rows}
+
+
+def _measure(name, e, backends, torch, repeat, rng, bw_GBps) -> list[dict]:
+    """Time optimizer `name` at 2^e params on each backend (and torch's steps), interleaved;
+    its arrays are freed on return."""
+    n = 1 << e
+    cands = [_ours(name, b, n, rng) for b in backends]
+    if torch is not None:
+        for device in ("cpu",) + (("cuda",) if "cuda" in backends else ()):
+            for mode in ("fused", "foreach"):
+                c = _torch(torch, name, mode, device, n, rng, cands[0].bytes_per_param)
+                if c is not None:
+                    c.label += "" if device == "cpu" else "-cuda"
+                    cands.append(c)
+    for c in cands:
+        c.warm_up()
+    for _ in range(repeat):
+        for c in cands:
+            c.sample()
+    return _rows(name, e, cands, bw_GBps)
 
 
 def _rows(name: str, e: int, cands: list[Candidate], bw_GBps: float) -> list[dict]:
@@ -220,15 +255,30 @@ def _rows(name: str, e: int, cands: list[Candidate], bw_GBps: float) -> list[dic
 
 
 def _text(report: dict) -> str:
-    bw, env = report["bandwidth"], report["env"]
+    env = report["env"]
     lines = [
-        f"memory bandwidth (2^{bw['n'].bit_length() - 1} float32, median of {bw['repeat']}): "
-        f"update a+=s*b {bw['update_GBps']:.1f} GB/s, triad a=b+s*c {bw['triad_GBps']:.1f} GB/s; "
-        f"%bw below is of the update figure",
         f"{env['cpu']}, numba {env['numba']} {env['numba_threading_layer']} x "
         f"{env['numba_threads']} threads" + (f", torch {env['torch']} x {env['torch_threads']} "
                                             "threads" if "torch_threads" in env else "")
         + f"; load average before the run {env['load_average_1min']:.2f}",
+    ]
+    if "rows" in report:
+        lines += ["", *_text_optimizers(report)]
+    if "models" in report:
+        from optbench.nn.bench import format_rows
+
+        lines += ["", "training steps (ms, median; speedup = torch ms / numba ms; GFLOP/s of the "
+                  "step's matrix products beside an SGEMM in this process; compile_s: the first "
+                  "call, not in ms):", format_rows(report["models"])]
+    return "\n".join(lines)
+
+
+def _text_optimizers(report: dict) -> list[str]:
+    bw = report["bandwidth"]
+    lines = [
+        f"memory bandwidth (2^{bw['n'].bit_length() - 1} float32, median of {bw['repeat']}): "
+        f"update a+=s*b {bw['update_GBps']:.1f} GB/s, triad a=b+s*c {bw['triad_GBps']:.1f} GB/s; "
+        f"%bw below is of the update figure",
         "",
         f"{'optimizer':9} {'backend':14} {'size':>5} {'us/step':>11} {'Gparam/s':>9} "
         f"{'B/param':>7} {'GB/s':>7} {'%bw':>5} {'vs fused':>8} {'1st call s':>10}",
@@ -244,4 +294,4 @@ def _text(report: dict) -> str:
     lines.append("")
     lines.append("vs fused: torch.optim fused step time / this row's (above 1: faster than torch). "
                  "1st call: compile or cache load, not in us/step.")
-    return "\n".join(lines)
+    return lines

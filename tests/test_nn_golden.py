@@ -58,3 +58,21 @@ def test_matches_torch(case, dtype):
     for name, view in model.unflatten(grads).items():
         check(f"gradient of {name}", view, get(f"grad/{name}"), dtype)
     check("grad_norm_per_step", diag.grad_norm_per_step, get("grad_norm_per_step"), dtype)
+
+
+@pytest.mark.slow
+def test_matches_torch_with_the_avx2_layout(tmp_path):
+    """The 32-byte vector layout (AVX2 machines: 16-column float32 panels, other padding)
+    against the same fixtures, in a process with its own Numba cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OPTBENCH_NN_VECTOR_BYTES": "32", "NUMBA_CACHE_DIR": str(tmp_path)}
+    cases = " or ".join(f"{kind}/every/xent/masked" for kind in nn.names())
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", f"test_matches_torch and ({cases}) and not avx2"],
+        cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "12 passed" in out.stdout, out.stdout[-500:]

@@ -58,7 +58,7 @@ def main() -> int:
         opt = optim.create(case["optimizer"], backend="numpy", **case["hparams"])
         state = opt.init(__import__("numpy").zeros(1, "float32"))
         state.step = 1
-        nh = len(opt.spec.scalars(opt.hparams, state))
+        nh = len(opt.spec.scalars(opt.hparams, state) + opt.spec.constants(opt.hparams))
         kernel = cuda_kernels.step_kernel(opt.spec.rule, opt.spec.options(opt.hparams))
         sig = (vec, vec, types.UniTuple(vec, len(opt.slots)), types.UniTuple(types.float32, nh))
         check(f"{case['optimizer']} {case['hparams']}", kernel.py_func, sig)

@@ -37,7 +37,7 @@ class CellSpec:
     """How a cell maps onto the shared layout; `forward` / `backward` are its kernels."""
 
     name: str
-    gates: str  # torch's gate order: one letter per (H x .) row block of weight_ih/hh
+    gates: tuple[str, ...]  # torch's gate order: one name per (H x .) row block of weight_ih
     ih_blocks: tuple[int, ...]  # block fed by gate g's input rows and bias_ih
     hh_blocks: tuple[int, ...]  # block fed by gate g's recurrent rows and bias_hh
     forward: Callable
@@ -108,18 +108,16 @@ def _pack_recurrent(w_hh, gate_h, hp, p, data, off):
 
 
 @njit(**JIT_PARALLEL)
-def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, gate_i, gate_h, hp,
+def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, gate_i, gate_h, n_hh, hp,
                  cat_data, cat_pk, bwd_data, bwd_pk, head_data, head_pk, headt_data, headt_pk):
     """Pack the right operands of one pass from the torch-layout parameters, at the start
     of every call (the optimizer changes the parameters in place between calls):
     Wcat ([h | 1 | x] @ Wcat = all gate pre-activations; `gate_i[block]`, `gate_h[block]`:
     the gate whose input / recurrent rows feed a block, -1 for none), the backward
-    operand (first len(gate_h[gate_h >= 0]) blocks), the head [W^T; b] and W_head."""
+    operand (blocks 0 .. n_hh-1, the ones with recurrent rows), the head [W^T; b] and
+    W_head itself."""
     nr = NV * VECTOR_BYTES // cat_data.itemsize
     n_cat = cat_pk.shape[0]
-    n_hh = 0
-    while n_hh < gate_h.size and gate_h[n_hh] >= 0:
-        n_hh += 1
     for p in prange(n_cat + bwd_pk.shape[0]):
         if p < n_cat:
             blk = p * nr // hp
@@ -133,9 +131,9 @@ def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, gate_i, gate_h, hp,
         width = min(nr, head_w.shape[0] - q * nr)
         for k in range(hidden + 1):
             dst = head_data[head_pk[q, 0] + k * nr:head_pk[q, 0] + (k + 1) * nr]
-            for j in range(nr):
-                o = q * nr + j
-                dst[j] = 0 if j >= width else (head_w[o, k] if k < hidden else head_b[o])
+            dst[width:] = 0
+            for j in range(width):
+                dst[j] = head_w[q * nr + j, k] if k < hidden else head_b[q * nr + j]
     pack(head_w, headt_data, headt_pk)
 
 

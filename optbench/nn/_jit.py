@@ -12,6 +12,8 @@ stay bit-identical from run to run.
 
 from __future__ import annotations
 
+import os
+
 import llvmlite.binding as llvm
 
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
@@ -25,9 +27,12 @@ JIT_PARALLEL = {**JIT, "parallel": True}
 # Register tile of the recurrent matrix product (optbench.nn._gemm): MR rows of the left
 # operand times NV vectors of VECTOR_BYTES. With AVX-512 that is 4 x 32 float32 (8 zmm
 # accumulators); with AVX2 4 x 16 float32 (8 ymm), so neither spills registers.
+# OPTBENCH_NN_VECTOR_BYTES=32 forces the AVX2 layout (for tests on an AVX-512 machine);
+# Numba's cache does not see it, so use it only with a NUMBA_CACHE_DIR of its own.
 MR = 4
 NV = 2
-VECTOR_BYTES = 64 if "avx512f" in llvm.get_host_cpu_features().flatten() else 32
+VECTOR_BYTES = int(os.environ.get("OPTBENCH_NN_VECTOR_BYTES", 0)) or (
+    64 if "avx512f" in llvm.get_host_cpu_features().flatten() else 32)
 
 # Rows of the time x batch sum per block in the weight-gradient product (_gemm.mm_tn):
 # KC x NR of the right operand (16 KiB in float32) stays in L1 across the row tiles.

@@ -5,17 +5,16 @@
     python -m optbench.nn.bench --warm-start          # also: a fresh process, warm cache
 
 One step is what the training loop does: `loss_and_grad` (forward, BPTT, weight
-gradients) and an Adam step on the flat parameter vector (optbench.optim when it is
-installed; otherwise the row says "fwd+bwd" and PyTorch's side leaves Adam out too). The
-PyTorch column is nn.LSTM / nn.GRU / nn.RNN (batch_first) + nn.Linear + torch.optim.Adam,
-MSE on the last step, with as many threads as Numba uses. Both run in this process,
-in alternating turns of TURN steps (ours, theirs, theirs, ours, ...) so that a noisy
-machine hits both alike; the first step of a turn is not timed, because the other
-library's worker threads spin for a while after their last task and would be counted
-against this one. Figures are medians. Compile time is kept out: each side runs once before timing, and
-that first call is reported on its own (`compile_s`; from Numba's on-disk cache when
-`from_cache`). GFLOP/s counts the matrix products of the step (`Model.flops`) and sits
-next to a large SGEMM timed in this process through the same BLAS.
+gradients) and an Adam step on the flat parameter vector (optbench.optim, backend "cpu").
+The PyTorch column is nn.LSTM / nn.GRU / nn.RNN (batch_first) + nn.Linear +
+torch.optim.Adam, MSE on the last step, with as many threads as Numba uses. Both run in
+this process, in alternating turns of TURN steps (ours, theirs, theirs, ours, ...) so
+that a noisy machine hits both alike; the first step of a turn is not timed, because the
+other library's worker threads spin for a while after their last task and would be
+counted against this one. Figures are medians. Compile time is kept out: each side runs
+once before timing, and that first call is reported on its own (`compile_s`; loaded from
+Numba's on-disk cache when `from_cache`). GFLOP/s counts the matrix products of the step
+(`Model.flops`) and sits next to a large SGEMM timed in this process through the same BLAS.
 """
 
 from __future__ import annotations
@@ -33,45 +32,33 @@ import numpy as np
 CONFIGS = (("lstm", 128, 100, 32, 2), ("lstm", 32, 100, 32, 2), ("lstm", 512, 100, 32, 2),
            ("gru", 128, 100, 32, 2), ("rnn", 128, 100, 32, 2))
 TURN = 5
-FIELDS = ("model", "H", "T", "B", "I", "step", "numba_ms", "torch_ms", "speedup", "gflops",
+FIELDS = ("model", "H", "T", "B", "I", "numba_ms", "torch_ms", "speedup", "gflops",
           "sgemm_gflops", "compile_s", "from_cache", "threads")
 
 
-def _optimizer(params):
-    """params -> step(grads), with optbench.optim's Adam; None when it is not installed."""
-    try:
-        from optbench import optim
-    except ImportError:
-        return None
-    opt = optim.create("adam", lr=1e-3, backend="cpu")
-    state = opt.init(params)
-    return lambda grads: opt.step(params, grads, state)
-
-
 def _ours(kind, H, T, B, I, rng):
-    from optbench import nn
+    from optbench import nn, optim
 
     model = nn.build(kind, I, H, 1, seed=0)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     y = rng.standard_normal((B, 1)).astype(np.float32)
-    adam = _optimizer(model.params)
+    adam = optim.create("adam", lr=1e-3, backend="cpu")
+    state = adam.init(model.params)
 
     def step():
-        grads = model.loss_and_grad(x, y)[1]
-        if adam is not None:
-            adam(grads)
+        adam.step(model.params, model.loss_and_grad(x, y)[1], state)
 
-    return model, step, adam is not None
+    return model, step
 
 
-def _torch(kind, H, T, B, I, rng, with_adam):
+def _torch(kind, H, T, B, I, rng):
     import torch
 
     layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind](
         I, H, batch_first=True)
     head = torch.nn.Linear(H, 1)
     params = list(layer.parameters()) + list(head.parameters())
-    adam = torch.optim.Adam(params, lr=1e-3) if with_adam else None
+    adam = torch.optim.Adam(params, lr=1e-3)
     x = torch.from_numpy(rng.standard_normal((B, T, I)).astype(np.float32))
     y = torch.from_numpy(rng.standard_normal((B, 1)).astype(np.float32))
 
@@ -80,8 +67,7 @@ def _torch(kind, H, T, B, I, rng, with_adam):
             p.grad = None
         out, _ = layer(x)
         torch.nn.functional.mse_loss(head(out[:, -1]), y).backward()
-        if adam is not None:
-            adam.step()
+        adam.step()
 
     return step
 
@@ -131,9 +117,9 @@ def bench_models(configs=CONFIGS, repeat: int = 20, with_torch: bool | None = No
     rows = []
     for kind, H, T, B, I in configs:
         rng = np.random.default_rng(0)
-        model, ours, with_adam = _ours(kind, H, T, B, I, rng)
+        model, ours = _ours(kind, H, T, B, I, rng)
         first = _timed(ours)
-        theirs = _torch(kind, H, T, B, I, rng, with_adam) if with_torch else None
+        theirs = _torch(kind, H, T, B, I, rng) if with_torch else None
         if theirs is not None:
             theirs()
         t_ours, t_theirs = [], []
@@ -148,7 +134,6 @@ def bench_models(configs=CONFIGS, repeat: int = 20, with_torch: bool | None = No
         stats = model.spec.forward.stats
         rows.append({
             "model": kind, "H": H, "T": T, "B": B, "I": I,
-            "step": "fwd+bwd+adam" if with_adam else "fwd+bwd",
             "numba_ms": ms, "torch_ms": torch_ms,
             "speedup": torch_ms / ms if torch_ms else None,
             "gflops": model.flops(B, T) / ms / 1e6, "sgemm_gflops": sgemm,
@@ -197,8 +182,9 @@ def parse_config(text: str) -> tuple:
     parts = text.split(":")
     if len(parts) != 5 or parts[0] not in names() or not all(p.isdigit() and int(p) > 0
                                                              for p in parts[1:]):
-        raise UsageError(f"--config {text!r}: expected MODEL:H:T:B:I with MODEL one of "
-                         f"{', '.join(names())} and positive integers, e.g. lstm:128:100:32:2")
+        raise UsageError(f"model configuration {text!r}: expected MODEL:H:T:B:I with MODEL "
+                         f"one of {', '.join(names())} and positive integers, "
+                         "e.g. lstm:128:100:32:2")
     return (parts[0], *map(int, parts[1:]))
 
 

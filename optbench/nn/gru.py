@@ -41,17 +41,16 @@ def gru_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
             zt, zn = z[t % z.shape[0]], z[(t + 1) % z.shape[0]]
             gt = g[t % g.shape[0]]
             for b in range(lo, hi):
-                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
+                for k in range(x.shape[2]):
+                    zt[b, hidden + 1 + k] = x[b, t, k]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 # Simple loops over 1-D views, so that LLVM vectorizes each (see lstm.py).
-                r, u = gt[b, :hidden], gt[b, hp:hp + hidden]
-                hn, n = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
-                hprev, h = zt[b, :hidden], zn[b]
-                for j in range(hidden):
-                    r[j] = sigmoid(r[j])
-                for j in range(hidden):
-                    u[j] = sigmoid(u[j])
+                rz, hn = gt[b, :2 * hp], gt[b, 2 * hp:2 * hp + hidden]
+                n = gt[b, 3 * hp:3 * hp + hidden]
+                for j in range(2 * hp):  # blocks r and z (and their padding)
+                    rz[j] = sigmoid(rz[j])
+                r, u, hprev, h = rz[:hidden], rz[hp:hp + hidden], zt[b, :hidden], zn[b]
                 for j in range(hidden):
                     n[j] = tanh(n[j] + r[j] * hn[j])
                 for j in range(hidden):
@@ -79,19 +78,18 @@ def gru_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, scratc
                 sq = np.float32(0.0)
                 for j in range(hidden):
                     sq += d[j] * d[j]
-                norms[b, t] = np.sqrt(sq)
-                for j in range(hidden):
                     dz[j] = d[j] * (hprev[j] - n[j]) * (u[j] - u[j] * u[j])
+                norms[b, t] = np.sqrt(sq)
                 for j in range(hidden):
                     n[j] = d[j] * (_ONE - u[j]) * (_ONE - n[j] * n[j])
                 for j in range(hidden):
                     d[j] *= u[j]  # the part of dL/dh_{t-1} through (z * h_{t-1})
-                for j in range(hidden):
                     u[j] = dz[j]
                 for j in range(hidden):
                     rj = r[j]
                     r[j] = n[j] * hn[j] * (rj - rj * rj)
                     hn[j] = n[j] * rj
+
 
 SPEC = CellSpec(
     name="gru", gates=("r", "z", "n"), ih_blocks=(0, 1, 3), hh_blocks=(0, 1, 2),

@@ -15,7 +15,8 @@ and dc the part of dL/dc_t that came through c_{t+1}:
 
 Both passes run one batch chunk per thread through all time steps, so threads never
 wait on each other; see optbench.nn._bptt for the shared layout (G blocks 0..3 = i, f,
-g, o) and optbench.nn._gemm for the per-step products.
+o, g: the three sigmoid gates side by side) and optbench.nn._gemm for the per-step
+products.
 """
 
 from __future__ import annotations
@@ -47,21 +48,19 @@ def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidd
             gt = g[t % g.shape[0]]
             c0, c1 = c[t % c.shape[0]], c[(t + 1) % c.shape[0]]
             for b in range(lo, hi):
-                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
+                for k in range(x.shape[2]):
+                    zt[b, hidden + 1 + k] = x[b, t, k]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 # One simple loop per quantity, over 1-D views: LLVM vectorizes a loop
-                # only when it can rule out overlap with a few runtime checks.
-                i, f = gt[b, :hidden], gt[b, hp:hp + hidden]
-                gg, o = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
-                for j in range(hidden):
-                    i[j] = sigmoid(i[j])
-                for j in range(hidden):
-                    f[j] = sigmoid(f[j])
+                # only when it can rule out overlap with a few runtime checks. Blocks
+                # i, f, o are adjacent, so one loop covers them (and their padding).
+                ifo, gg = gt[b, :3 * hp], gt[b, 3 * hp:3 * hp + hidden]
+                for j in range(3 * hp):
+                    ifo[j] = sigmoid(ifo[j])
                 for j in range(hidden):
                     gg[j] = tanh(gg[j])
-                for j in range(hidden):
-                    o[j] = sigmoid(o[j])
+                i, f, o = ifo[:hidden], ifo[hp:hp + hidden], ifo[2 * hp:2 * hp + hidden]
                 cp, cn, h = c0[b], c1[b], zn[b]
                 for j in range(hidden):
                     cn[j] = f[j] * cp[j] + i[j] * gg[j]
@@ -87,16 +86,14 @@ def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, n
             for b in range(lo, hi):
                 d, dcr, cp, cn = dh[b, :hidden], dc[b], c0[b], c1[b]
                 i, f = gt[b, :hidden], gt[b, hp:hp + hidden]
-                gg, o = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
+                o, gg = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
                 sq = np.float32(0.0)
                 for j in range(hidden):
-                    sq += d[j] * d[j]
+                    dj, oj, tc = d[j], o[j], tanh(cn[j])
+                    sq += dj * dj
+                    dcr[j] += dj * oj * (_ONE - tc * tc)  # through c_{t+1} plus through h_t
+                    o[j] = dj * tc * (oj - oj * oj)
                 norms[b, t] = np.sqrt(sq)
-                for j in range(hidden):  # dc: through c_{t+1} plus through h_t
-                    tc = tanh(cn[j])
-                    dcr[j] += d[j] * o[j] * (_ONE - tc * tc)
-                for j in range(hidden):
-                    o[j] = d[j] * tanh(cn[j]) * (o[j] - o[j] * o[j])
                 for j in range(hidden):
                     ij, gj = i[j], gg[j]
                     i[j] = dcr[j] * gj * (ij - ij * ij)
@@ -106,8 +103,9 @@ def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, n
                     f[j] = dcr[j] * cp[j] * (fj - fj * fj)
                     dcr[j] *= fj
 
+
 SPEC = CellSpec(
-    name="lstm", gates=("i", "f", "g", "o"), ih_blocks=(0, 1, 2, 3), hh_blocks=(0, 1, 2, 3),
+    name="lstm", gates=("i", "f", "g", "o"), ih_blocks=(0, 1, 3, 2), hh_blocks=(0, 1, 3, 2),
     forward=lstm_forward, backward=lstm_backward, cell_state=True,
     reference="Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000",
 )

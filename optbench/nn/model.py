@@ -1,15 +1,17 @@
 """A one-layer recurrent model with a dense head, its flat parameter vector, and the
 Python side of the passes: input checks, work buffers, and the kernel calls.
 
-One call of `loss_and_grad` runs six compiled functions: pack the weights, the forward
+One call of `loss_and_grad` runs five compiled functions: pack the weights, the forward
 kernel (one batch chunk per thread, all time steps), the loss, the backward kernel
-(same chunks), and the weight gradients (BLAS over all steps at once). Work buffers
-are kept per input shape and reused, so a warm call allocates only its small results.
+(same chunks), and the weight gradients (one product over all steps, split by columns
+between the threads). Work buffers are kept per input shape and reused, so a warm call
+allocates only its small results. A model is not safe to call from two threads at once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -53,10 +55,14 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, head: 
 
     kind: "lstm", "rnn" (tanh) or "gru"; head: "last" (one output per sequence, from
     h_T) or "every" (an output at every step); dtype: "float32", or "float64" for
-    gradient checks; init: "default" or "chrono" (then chrono_tmax, the longest lag to
-    carry, e.g. the sequence length, is required).
+    gradient checks (a numpy dtype works too); init: "default" or "chrono" (then
+    chrono_tmax, the longest lag to carry, e.g. the sequence length, is required).
     """
     _choice("model kind", kind, CELLS)
+    try:
+        dtype = np.dtype(dtype).name
+    except TypeError:
+        pass  # refused just below
     sizes = [_positive_int(n, v) for n, v in (("input_size", input_size),
                                               ("hidden_size", hidden_size),
                                               ("output_size", output_size))]
@@ -69,8 +75,8 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, head: 
         if kind == "rnn":
             raise UsageError("init 'chrono' sets gate biases; model 'rnn' has no gates "
                              "(allowed for lstm, gru)")
-        if isinstance(chrono_tmax, bool) or not isinstance(chrono_tmax, (int, float)) \
-                or not 2 < chrono_tmax < np.inf:
+        if isinstance(chrono_tmax, bool) or not isinstance(
+                chrono_tmax, (int, float, np.integer, np.floating)) or not 2 < chrono_tmax < np.inf:
             raise UsageError("init 'chrono' needs chrono_tmax, the longest time lag to carry "
                              f"(e.g. the sequence length), a number > 2; got {chrono_tmax!r}")
     model = Model(CELLS[kind], *sizes, head, DTYPES[dtype])
@@ -94,6 +100,23 @@ class Diag:
     grad_norm_per_step: np.ndarray
 
 
+@contextmanager
+def _threads(n: int):
+    """Run one call's kernels on n threads when that is fewer than Numba's: a batch of a
+    single row tile has nothing to share, and an idle member of the thread team must
+    still be scheduled before a parallel region ends, which on a busy machine can take a
+    time slice (4 ms) per region."""
+    before = numba.get_num_threads()
+    if n >= before:
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def _row_stride(width: int, dtype) -> int:
     """Elements per buffer row: `width` rounded up to an odd number of 64-byte lines, so
     that successive rows fall into different L1 sets (see _gemm.mm_tn)."""
@@ -109,10 +132,11 @@ class _Workspace:
         m, dt = model, model.dtype
         nr = panel_width(np.dtype(dt).itemsize)
         outs = steps if m.head == "every" else 1
-        threads = min(numba.get_num_threads(), -(-batch // MR))
+        # One chunk of rows per thread, whole MR-row tiles except at the end of the batch.
         tiles = -(-batch // MR)
-        self.rows = np.array([min(batch, MR * round(i * tiles / threads))
-                              for i in range(threads + 1)], np.int64)
+        chunks = min(numba.get_num_threads(), tiles)
+        self.rows = np.array([min(batch, MR * round(i * tiles / chunks))
+                              for i in range(chunks + 1)], np.int64)
         self.z = np.zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
         self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
         self.g = np.zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
@@ -175,7 +199,7 @@ class Model:
         self._k_ranges = k_ranges
         self._dwhead = np.zeros((O, H + 1), dtype)
         self._workspaces: OrderedDict = OrderedDict()
-        self._panels = None
+        self._panels: dict[int, np.ndarray] = {}
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -222,19 +246,20 @@ class Model:
         batch, steps = x.shape[:2]
         y, mask, denom = self._check_targets(y, loss, mask, batch, steps)
         ws = self._workspace(batch, steps, train=True)
-        self._pack()
         every = self.head == "every"
         cat, head, bwd, headt = (self._packed[k] for k in ("cat", "head", "bwd", "headt"))
-        self.spec.forward(x, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows, self.hidden_size,
-                          self.h_width, every)
-        value = LOSSES[loss](ws.y, y, ws.ones if mask is None else mask, denom, ws.dy) / denom
-        self.spec.backward(ws.z, ws.g, ws.c, ws.dy, *bwd, *headt, ws.dh, ws.dc, ws.norms,
-                           ws.rows, self.hidden_size, self.h_width, every)
         profile = np.empty(steps)
-        weight_grads(ws.g, ws.z, ws.dy, ws.norms, every, self.hidden_size, self.h_width,
-                     self._ih, self._hh, self._grad_panels(), self._dwt, self._dwhead, profile,
-                     *self._grad_views.values())
-        return value, self._grads, Diag(profile)
+        with _threads(ws.rows.size - 1):
+            self._pack()
+            self.spec.forward(x, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows,
+                              self.hidden_size, self.h_width, every)
+            value = LOSSES[loss](ws.y, y, ws.ones if mask is None else mask, denom, ws.dy)
+            self.spec.backward(ws.z, ws.g, ws.c, ws.dy, *bwd, *headt, ws.dh, ws.dc, ws.norms,
+                               ws.rows, self.hidden_size, self.h_width, every)
+            weight_grads(ws.g, ws.z, ws.dy, ws.norms, every, self.hidden_size, self.h_width,
+                         self._ih, self._hh, self._grad_panels(), self._dwt, self._dwhead,
+                         profile, *self._grad_views.values())
+        return value / denom, self._grads, Diag(profile)
 
     def predict(self, x) -> np.ndarray:
         """The head's outputs: (B, O) with head "last", (B, T, O) with head "every"
@@ -286,7 +311,8 @@ class Model:
     def _pack(self) -> None:
         v = self.views
         pack_weights(v["weight_ih_l0"], v["weight_hh_l0"], v["bias_ih_l0"], v["bias_hh_l0"],
-                     v["head.weight"], v["head.bias"], self._gate_i, self._gate_h, self.h_width,
+                     v["head.weight"], v["head.bias"], self._gate_i, self._gate_h,
+                     self.spec.n_hh_blocks, self.h_width,
                      *self._packed["cat"], *self._packed["bwd"], *self._packed["head"],
                      *self._packed["headt"])
 
@@ -294,15 +320,16 @@ class Model:
         """weight_grads' split of the column panels of dWcat^T over the threads: rows
         (panel, first row, end row of Z its block uses), as even as the panels allow."""
         threads = numba.get_num_threads()
-        if self._panels is None or self._panels.shape[0] != threads:
+        if threads not in self._panels:
             nr = panel_width(self.dtype.itemsize)
             rows = [(p, *self._k_ranges[p * nr // self.h_width])
                     for p in range(self.g_width // nr)]
             per = -(-len(rows) // threads)
-            self._panels = np.zeros((threads, per, 3), np.int64)  # padding: no rows
+            panels = np.zeros((threads, per, 3), np.int64)  # padding: no rows
             for i, row in enumerate(rows):
-                self._panels[i // per, i % per] = row
-        return self._panels
+                panels[i // per, i % per] = row
+            self._panels[threads] = panels
+        return self._panels[threads]
 
     def _workspace(self, batch: int, steps: int, train: bool) -> _Workspace:
         key = (batch, steps, train, numba.get_num_threads())
@@ -314,13 +341,15 @@ class Model:
 
     def _stream(self, x):
         """(first row, workspace) per block of rows after the forward pass over the block."""
-        self._pack()
         cat, head = self._packed["cat"], self._packed["head"]
         for lo in range(0, x.shape[0], EVAL_ROWS):
             part = x[lo:lo + EVAL_ROWS]
             ws = self._workspace(part.shape[0], part.shape[1], train=False)
-            self.spec.forward(part, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows,
-                              self.hidden_size, self.h_width, self.head == "every")
+            with _threads(ws.rows.size - 1):
+                if lo == 0:
+                    self._pack()
+                self.spec.forward(part, ws.z, ws.g, ws.c, ws.y, *cat, *head, ws.rows,
+                                  self.hidden_size, self.h_width, self.head == "every")
             yield lo, ws
 
     def _check_x(self, x) -> np.ndarray:

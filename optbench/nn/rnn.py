@@ -33,7 +33,8 @@ def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
             zt, zn = z[t % z.shape[0]], z[(t + 1) % z.shape[0]]
             gt = g[t % g.shape[0]]
             for b in range(lo, hi):
-                zt[b, hidden + 1:hidden + 1 + x.shape[2]] = x[b, t]
+                for k in range(x.shape[2]):
+                    zt[b, hidden + 1 + k] = x[b, t, k]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 pre, h = gt[b, :hidden], zn[b, :hidden]

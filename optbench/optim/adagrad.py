@@ -34,8 +34,11 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
-    clr = h["lr"] / (1 + (state.step - 1) * h["lr_decay"])
-    return (f32(clr), f32(h["weight_decay"]), f32(h["eps"]))
+    return (f32(h["lr"] / (1 + (state.step - 1) * h["lr_decay"])),)
+
+
+def constants(h):
+    return (f32(h["weight_decay"]), f32(h["eps"]))
 
 
 def rule(has_wd):
@@ -64,6 +67,7 @@ SPEC = Spec(
     slots=lambda h: {"sum": h["initial_accumulator_value"]},
     options=lambda h: (h["weight_decay"] != 0,),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     doc=__doc__,

@@ -34,14 +34,13 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
+    beta1 = h["betas"][0]
+    return (f32(h["lr"] / (1 - beta1**state.step)),)
+
+
+def constants(h):
     beta1, beta2 = h["betas"]
-    return (
-        f32(h["lr"] / (1 - beta1**state.step)),
-        f32(1 - beta1),
-        f32(beta2),
-        f32(h["eps"]),
-        f32(h["weight_decay"]),
-    )
+    return (f32(1 - beta1), f32(beta2), f32(h["eps"]), f32(h["weight_decay"]))
 
 
 def rule(has_wd):
@@ -71,6 +70,7 @@ SPEC = Spec(
     slots=lambda h: {"exp_avg": 0.0, "exp_inf": 0.0},
     options=lambda h: (h["weight_decay"] != 0,),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     doc=__doc__,

@@ -81,8 +81,7 @@ def _backend(grads, backend):
 
 
 def _cuda():
-    drivers.cuda_module()
-    from optbench.optim import cuda_kernels
+    from optbench.optim import cuda_kernels  # after _backend() checked a GPU or the simulator
 
     return cuda_kernels
 

@@ -37,6 +37,10 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
+    return ()
+
+
+def constants(h):
     lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
     return (f32(lr), f32(beta1), f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(1 - lr * wd))
@@ -67,6 +71,7 @@ SPEC = Spec(
     slots=lambda h: {"exp_avg": 0.0},
     options=lambda h: (h["weight_decay"] != 0,),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     doc=__doc__,

@@ -13,7 +13,9 @@ With gradient g at step t = 1, 2, ..., learning rate gamma, momentum decay psi:
     theta    <- theta - gamma * (1 - mu_t) / (1 - P_t) * g / delta
                       - gamma * mu_{t+1} / (1 - P_t * mu_{t+1}) * m_t / delta
 
-P_t is a float32 scalar, as torch keeps it (a float32 tensor), so both round it alike.
+P_t is a float32 scalar, as torch keeps it (a float32 tensor), so both round it alike. v's
+bias correction multiplies by 1 / (1 - beta2^t) from the host where torch divides (one
+division less per element, at most one rounding apart).
 
 Where others differ: Keras's Nadam uses the schedule 0.96^t (no psi: its momentum decays
 about 250 times faster than torch's default psi = 4e-3) and epsilon = 1e-7; optax.nadam is
@@ -25,6 +27,7 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim import adam
 from optbench.optim.spec import Spec
 
 f32 = np.float32
@@ -35,28 +38,20 @@ def _schedule(beta1, psi, t):
 
 
 def reference(p, g, state, h):
-    lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+    lr, eps = h["lr"], h["eps"]
     beta1, beta2 = h["betas"]
     t = state.step
-    if wd != 0:
-        if h["decoupled_weight_decay"]:
-            p *= 1 - lr * wd
-        else:
-            g = g + wd * p
     mu = _schedule(beta1, h["momentum_decay"], t)
     mu_next = _schedule(beta1, h["momentum_decay"], t + 1)
     state.host["mu_product"] = P = f32(state.host["mu_product"] * mu)
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m += (1 - beta1) * (g - m)
-    v *= beta2
-    v += (1 - beta2) * g * g
-    delta = np.sqrt(v / (1 - beta2**t)) + eps
+    g, m, v = adam.reference_moments(p, g, state, h)
+    delta = np.sqrt(v * (1 / (1 - beta2**t))) + eps
     p += -lr * (1 - mu) / (1 - float(P)) * g / delta
     p += -lr * mu_next / (1 - float(P) * mu_next) * m / delta
 
 
 def scalars(h, state):
-    lr, wd = h["lr"], h["weight_decay"]
+    lr = h["lr"]
     beta1, beta2 = h["betas"]
     t = state.step
     mu = _schedule(beta1, h["momentum_decay"], t)
@@ -65,34 +60,25 @@ def scalars(h, state):
     return (
         f32(-lr * (1 - mu) / (1 - float(P))),
         f32(-lr * mu_next / (1 - float(P) * mu_next)),
-        f32(1 - beta2**t),
-        f32(1 - beta1),
-        f32(beta2),
-        f32(1 - beta2),
-        f32(h["eps"]),
-        f32(wd),
-        f32(1 - lr * wd),
+        f32(1 / (1 - beta2**t)),
     )
+
+
+def constants(h):
+    lr, wd = h["lr"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    return (f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd), f32(1 - lr * wd))
 
 
 def rule(has_wd, decoupled):
     """The element update with these options as compile-time constants."""
+    update_moments = adam.moments(has_wd, decoupled)
 
     @register_jitable
     def nadam(i, p, g, s, h):
-        c_grad, c_avg, bc2, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            if decoupled:
-                x = x * decay
-            else:
-                d = d + wd * x
-        m = s[0][i] + one_m_beta1 * (d - s[0][i])
-        v = beta2 * s[1][i] + one_m_beta2 * d * d
-        s[0][i] = m
-        s[1][i] = v
-        delta = math.sqrt(v / bc2) + eps
+        c_grad, c_avg, inv_bc2, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        x, d, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
+        delta = math.sqrt(v * inv_bc2) + eps
         x = x + c_grad * d / delta
         p[i] = x + c_avg * m / delta
 
@@ -108,6 +94,7 @@ SPEC = Spec(
     slots=lambda h: {"exp_avg": 0.0, "exp_avg_sq": 0.0},
     options=lambda h: (h["weight_decay"] != 0, h["decoupled_weight_decay"]),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     host={"mu_product": 1.0},

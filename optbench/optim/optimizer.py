@@ -88,18 +88,20 @@ class State:
            copy_to_host() one to look at it); `state[name]` is the same vector.
     host:  scalar state kept on the host (NAdam's mu_product).
 
-    Slots are separate allocations, as torch's: rows of one (slots, n) array ran at 40% of
-    the bandwidth on the CPU at 2^26 parameters, separate vectors at torch's speed.
+    Slots are separate allocations, as torch's: as rows of one (slots, n) array the CPU step
+    ran 1.5-2.5x slower at 2^26 parameters, as separate vectors at torch's speed.
     """
 
-    __slots__ = ("step", "names", "slots", "host", "size")
+    __slots__ = ("step", "names", "slots", "host", "size", "on_device")
 
-    def __init__(self, names: tuple[str, ...], slots: tuple, host: dict, size: int):
+    def __init__(self, names: tuple[str, ...], slots: tuple, host: dict, size: int,
+                 on_device: bool):
         self.step = 0
         self.names = names
         self.slots = slots
         self.host = host
         self.size = size
+        self.on_device = on_device
 
     def __getitem__(self, name: str):
         try:
@@ -118,8 +120,9 @@ class Optimizer:
         self.spec = spec
         self.hparams = hparams
         self.backend = backend
-        self.slots: dict[str, float] = spec.slots(hparams)
+        self.slots: dict[str, float] = spec.slots(hparams)  # state vectors: initial values
         self._names = tuple(self.slots)
+        self._constants = spec.constants(hparams)
         options = spec.options(hparams)
         if backend == "cpu":
             self._kernel = drivers.cpu_step(spec.rule, options)
@@ -151,7 +154,7 @@ class Optimizer:
         slots = tuple(np.full(n, value, F32) for value in self.slots.values())
         if self.backend == "cuda":
             slots = tuple(self._cuda.to_device(x) for x in slots)
-        return State(self._names, slots, dict(self.spec.host), n)
+        return State(self._names, slots, dict(self.spec.host), n, self.backend == "cuda")
 
     def step(self, params, grads, state: State) -> None:
         """One update of `params` (in place) from `grads`; `state` advances one step."""
@@ -164,18 +167,17 @@ class Optimizer:
                 f"{getattr(state, 'names', type(state).__name__)}, this optimizer's "
                 f"{self._names}); make it with opt.init(params)"
             )
-        if state.size != n or any(
-            isinstance(x, np.ndarray) == (self.backend == "cuda") for x in state.slots
-        ):
+        if state.size != n or state.on_device != (self.backend == "cuda"):
+            where = "device" if state.on_device else "host"
             raise UsageError(
-                f"state was made for {state.size} params on another backend or size; this "
-                f"step has {n} params on {self.backend!r}: make it with opt.init(params)"
+                f"state was made for {state.size} params on the {where}; this step has {n} "
+                f"params for backend {self.backend!r}: make it with opt.init(params)"
             )
         state.step += 1
         if self.backend == "numpy":
             self.spec.reference(params, grads, state, self.hparams)
             return
-        h = self.spec.scalars(self.hparams, state)
+        h = self.spec.scalars(self.hparams, state) + self._constants
         if self.backend == "cpu":
             self._kernel(params, grads, state.slots, h)
         else:

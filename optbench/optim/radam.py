@@ -14,6 +14,9 @@ With gradient g at step t = 1, 2, ..., learning rate gamma:
     theta    <- theta - gamma * mhat * r_t * sqrt(1 - beta2^t) / (sqrt(v_t) + eps)  if rho_t > 5
     theta    <- theta - gamma * mhat                                               otherwise
 
+m's bias correction multiplies by 1 / (1 - beta1^t) from the host where torch divides (one
+division less per element, at most one rounding apart).
+
 Where others differ: torch adds eps to sqrt(v_t) before the bias correction (an
 "epsilon hat", as Keras's Adam), optax.radam after it, sqrt(v_t / (1 - beta2^t)) + eps;
 both switch at rho_t > 5 (optax's `threshold`).
@@ -24,6 +27,7 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim import adam
 from optbench.optim.scalar import ZERO
 from optbench.optim.spec import Spec
 
@@ -40,19 +44,11 @@ def _rho(beta2, t):
 
 
 def reference(p, g, state, h):
-    lr, eps, wd = h["lr"], h["eps"], h["weight_decay"]
+    lr, eps = h["lr"], h["eps"]
     beta1, beta2 = h["betas"]
     t = state.step
-    if wd != 0:
-        if h["decoupled_weight_decay"]:
-            p *= 1 - lr * wd
-        else:
-            g = g + wd * p
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m += (1 - beta1) * (g - m)
-    v *= beta2
-    v += (1 - beta2) * g * g
-    mhat = m / (1 - beta1**t)
+    _, m, v = adam.reference_moments(p, g, state, h)
+    mhat = m * (1 / (1 - beta1**t))
     rho_t, rect = _rho(beta2, t)
     if rho_t > 5:
         p -= mhat * lr * (math.sqrt(1 - beta2**t) / (np.sqrt(v) + eps)) * rect
@@ -61,43 +57,33 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
-    lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
     t = state.step
     rho_t, rect = _rho(beta2, t)
     return (
-        f32(lr),
-        f32(1 - beta1**t),
+        f32(1 / (1 - beta1**t)),
         f32(math.sqrt(1 - beta2**t)),
         f32(rect),  # 0 while rho_t <= 5: the step is then the plain momentum step
-        f32(1 - beta1),
-        f32(beta2),
-        f32(1 - beta2),
-        f32(h["eps"]),
-        f32(wd),
-        f32(1 - lr * wd),
     )
+
+
+def constants(h):
+    lr, wd = h["lr"], h["weight_decay"]
+    beta1, beta2 = h["betas"]
+    return (f32(lr), f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd),
+            f32(1 - lr * wd))
 
 
 def rule(has_wd, decoupled):
     """The element update with these options as compile-time constants."""
+    update_moments = adam.moments(has_wd, decoupled)
 
     @register_jitable
     def radam(i, p, g, s, h):
-        lr, bc1, bc2_sqrt, rect, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            if decoupled:
-                x = x * decay
-            else:
-                d = d + wd * x
-        m = s[0][i] + one_m_beta1 * (d - s[0][i])
-        v = beta2 * s[1][i] + one_m_beta2 * d * d
-        s[0][i] = m
-        s[1][i] = v
+        inv_bc1, bc2_sqrt, rect, lr, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
+        x, _, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
         # Both steps are computed and one is picked: a select vectorizes, a branch would not.
-        plain = m / bc1 * lr
+        plain = m * inv_bc1 * lr
         rectified = plain * (bc2_sqrt / (math.sqrt(v) + eps)) * rect
         p[i] = x - (rectified if rect > ZERO else plain)
 
@@ -113,6 +99,7 @@ SPEC = Spec(
     slots=lambda h: {"exp_avg": 0.0, "exp_avg_sq": 0.0},
     options=lambda h: (h["weight_decay"] != 0, h["decoupled_weight_decay"]),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     doc=__doc__,

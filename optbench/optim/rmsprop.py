@@ -59,6 +59,10 @@ def slots(h):
 
 
 def scalars(h, state):
+    return ()
+
+
+def constants(h):
     alpha = h["alpha"]
     return (f32(h["lr"]), f32(alpha), f32(1 - alpha), f32(h["eps"]), f32(h["weight_decay"]),
             f32(h["momentum"]))
@@ -102,6 +106,7 @@ SPEC = Spec(
     slots=slots,
     options=lambda h: (h["weight_decay"] != 0, h["momentum"] > 0, h["centered"]),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     doc=__doc__,

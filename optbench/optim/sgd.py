@@ -44,14 +44,11 @@ def reference(p, g, state, h):
 def scalars(h, state):
     # Step 1 copies g into the buffer: b = 0 * b + 1 * g, exact, with no branch in the rule.
     first = state.step == 1
-    mu = h["momentum"]
-    return (
-        f32(h["lr"]),
-        f32(h["weight_decay"]),
-        f32(mu),
-        f32(0.0 if first else mu),
-        f32(1.0 if first else 1 - h["dampening"]),
-    )
+    return (f32(0.0 if first else h["momentum"]), f32(1.0 if first else 1 - h["dampening"]))
+
+
+def constants(h):
+    return (f32(h["lr"]), f32(h["weight_decay"]), f32(h["momentum"]))
 
 
 def rule(has_wd, has_momentum, nesterov):
@@ -59,7 +56,7 @@ def rule(has_wd, has_momentum, nesterov):
 
     @register_jitable
     def sgd(i, p, g, s, h):
-        lr, wd, mu, buf_decay, buf_scale = h
+        buf_decay, buf_scale, lr, wd, mu = h
         x = p[i]
         d = g[i]
         if has_wd:
@@ -90,6 +87,7 @@ SPEC = Spec(
     slots=lambda h: {"momentum_buffer": 0.0} if h["momentum"] != 0 else {},
     options=lambda h: (h["weight_decay"] != 0, h["momentum"] != 0, h["nesterov"]),
     scalars=scalars,
+    constants=constants,
     rule=rule,
     reference=reference,
     check=_check,

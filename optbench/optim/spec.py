@@ -1,7 +1,8 @@
 """What defines an optimizer: its spec, and the checks every hyper-parameter goes through.
 
-A spec is data plus four small functions; adding an optimizer means writing one module with
-its element rule, its numpy reference and its spec, and listing it in `optbench.optim.SPECS`.
+A spec is data plus a few small functions. Adding an optimizer means writing one module with
+its numpy reference, its element rule, its host scalars and its spec, and listing the spec
+in `optbench.optim.optimizer.SPECS`.
 Hyper-parameters keep torch.optim's names, defaults and meaning; their allowed ranges live
 in `RANGES`, keyed by those names, so every optimizer refuses the same bad value the same way.
 """
@@ -12,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Callable, Mapping
+
+import numpy as np
 
 from optbench.errors import UsageError
 
@@ -29,9 +32,11 @@ class Spec:
                torch's state dict (exp_avg, exp_avg_sq, momentum_buffer, ...).
     options:   hparams -> tuple of bools: switches that select code paths of the rule. They
                are compile-time constants of the kernels (one compiled kernel per tuple).
-    scalars:   (hparams, state) -> tuple of float32: the per-step scalars of the rule (learning
-               rate, bias corrections, ...), computed on the host after `state.step` was
+    scalars:   (hparams, state) -> tuple of float32: the rule's scalars that change with the
+               step (bias corrections, ...), computed on the host after `state.step` was
                incremented, in Python floats as torch computes them, then rounded to float32.
+    constants: hparams -> tuple of float32: the rule's scalars fixed by the hyper-parameters
+               (1 - beta1, eps, ...), computed once. The rule gets h = scalars + constants.
     rule:      rule(*options) -> the per-element update `update(i, p, g, s, h)` (numba
                register_jitable), with the options as compile-time constants: it reads grads
                g[i] and writes params p[i] and state s[k][i], with h the scalars. The CPU and
@@ -52,6 +57,7 @@ class Spec:
     slots: Callable[[dict], dict]
     options: Callable[[dict], tuple]
     scalars: Callable[[dict, Any], tuple]
+    constants: Callable[[dict], tuple]
     rule: Callable
     reference: Callable
     host: Mapping[str, float] = field(default_factory=dict)
@@ -60,19 +66,20 @@ class Spec:
     doc: str = ""
 
 
-def _between(lo, hi, lo_open=False, hi_open=False):
+def _between(lo, hi=math.inf, lo_open=False, hi_open=False):
+    """(predicate, text template) for lo <= x <= hi, either end open; "{}" is the name."""
     def ok(x):
         return (lo < x if lo_open else lo <= x) and (x < hi if hi_open else x <= hi)
 
-    text = f"{lo} {'<' if lo_open else '<='} x {'<' if hi_open else '<='} {hi}"
-    return ok, text
+    upper = "< inf" if hi == math.inf else f"{'<' if hi_open else '<='} {hi}"
+    return ok, f"{lo} {'<' if lo_open else '<='} {{}} {upper}"
 
 
-_NONNEG = _between(0.0, math.inf)
-_POSITIVE = _between(0.0, math.inf, lo_open=True)
+_NONNEG = _between(0.0)
+_POSITIVE = _between(0.0, lo_open=True)
 _UNIT_OPEN = _between(0.0, 1.0, hi_open=True)  # [0, 1)
 
-# name -> (predicate, allowed range as text). Values are checked as finite real numbers first.
+# name -> (predicate, allowed range as a text template). Values must also be finite.
 RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "lr": _NONNEG,
     "eps": _POSITIVE,
@@ -98,7 +105,9 @@ def _real(optimizer: str, name: str, value, label: str | None = None) -> float:
     x = float(value)
     ok, text = RANGES[name]
     if not (math.isfinite(x) and ok(x)):
-        raise UsageError(f"{optimizer}: {label}={value!r} is out of range; allowed: {text}")
+        raise UsageError(
+            f"{optimizer}: {label}={value!r} is out of range; allowed: {text.format(label)}"
+        )
     return x
 
 
@@ -114,13 +123,14 @@ def validate(spec: Spec, given: Mapping[str, Any]) -> dict:
     h = {**spec.defaults, **given}
     for name, value in h.items():
         if name in FLAGS:
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 raise UsageError(f"{spec.name}: {name}={value!r} must be True or False")
+            h[name] = bool(value)
         elif name == "betas":
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
                 raise UsageError(
-                    f"{spec.name}: betas={value!r} must be a pair (beta1, beta2), "
-                    f"each {RANGES['betas'][1]}"
+                    f"{spec.name}: betas={value!r} must be a pair (beta1, beta2) with "
+                    + RANGES["betas"][1].format("beta")
                 )
             h[name] = tuple(
                 _real(spec.name, name, b, f"betas[{k}]") for k, b in enumerate(value)

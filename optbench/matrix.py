@@ -1,0 +1,445 @@
+"""The benchmark matrix: presets and TOML configs, validated and expanded into Cells.
+
+A matrix is declared data: the axes below, crossed. Presets (`PRESETS`) and TOML files
+(`examples/custom.toml` documents every key) go through the same parser, `expand`, which
+checks every name against the registries (`optim`, `nn`, `tasks`) and every value before
+any work starts; a bad one is a one-line `UsageError` that names the key.
+
+Tuning protocol (DeepOBS, Schneider et al. 2019; Crowded Valley, Schmidt et al. 2021):
+
+- tier "tuned": each optimizer gets a log-spaced learning-rate grid centred on its
+  default lr (`lr_grid`); the best lr per (optimizer, task, length, ...) is the one with
+  the best median validation metric over seeds, and test figures are reported for it
+  (`pick_lr`).
+- tier "defaults": each optimizer at its default hyper-parameters, untuned.
+
+A cell in both tiers (the grid's centre is the default lr) is one cell: run and stored once.
+
+Top-level keys (`KEYS`; defaults in brackets):
+
+    name        matrix name recorded in the store            [file stem / preset name]
+    tasks       list of task names (optbench.tasks.names())  required
+    lengths     list of sequence lengths for every task, or a table task -> list   required
+    models      list of model kinds (optbench.nn.names())    ["lstm"]
+    hidden      list of hidden sizes                         [128]
+    optimizers  list of names, or array of tables (below)    required
+    seeds       list of seeds, or n for seeds 0..n-1         [3]
+    steps       step budget per cell, or a table task -> int [2000]
+    batch_size  sequences per step                           [32]
+    eval_every  steps between validation evaluations         [100]
+    clip_norm   global-norm clipping threshold; false = off  [1.0]
+    clip_value  element-wise clipping threshold; false = off [false]
+    init        model init: "default" or "chrono"            ["default"]
+    tiers       which tiers to run: "defaults", "tuned"      [both]
+    [tuning]    lr_points (grid size, odd keeps the default in the grid) [5]
+                lr_decades (the grid spans this many decades around the default) [2]
+
+An `[[optimizers]]` table has `name`, optionally `lr` (the centre of its grid and its
+"defaults" cell), `lr_grid` (an explicit list of learning rates instead of the log-spaced
+grid), and any of the optimizer's hyper-parameters by their torch.optim names. The same
+name may appear twice with different hyper-parameters (e.g. SGD with and without momentum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+from optbench.cell import Cell
+from optbench.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TIERS = ("defaults", "tuned")
+_DEFAULT = {f.name: f.default for f in fields(Cell) if f.name != "hparams"}
+KEYS = {
+    "name": None,
+    "tasks": None,
+    "lengths": None,
+    "models": [_DEFAULT["model"]],
+    "hidden": [_DEFAULT["hidden"]],
+    "optimizers": None,
+    "seeds": 3,
+    "steps": _DEFAULT["steps"],
+    "batch_size": _DEFAULT["batch_size"],
+    "eval_every": _DEFAULT["eval_every"],
+    "clip_norm": _DEFAULT["clip_norm"],
+    "clip_value": False,
+    "init": _DEFAULT["init"],
+    "tiers": list(TIERS),
+    "tuning": {"lr_points": 5, "lr_decades": 2.0},
+}
+REQUIRED = ("tasks", "lengths", "optimizers")
+
+# Presets: data in the config format above. Run times on the development machine (2 AMD EPYC
+# cores, shared): `quick` measured 2.5-2.7 min serially and 1.4 min with --workers 2. The
+# others are upper bounds from `tools/estimate_presets.py` (every cell using its whole
+# budget, one Numba thread; on `quick` the bound is 4 min): smoke seconds, seed 3 min,
+# standard 5.7 h, full 15 days (meant for a Dask cluster).
+_ALL_OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
+                   "lion"]
+PRESETS: dict[str, dict] = {
+    # Seconds: the mechanics end to end (tests, first contact).
+    "smoke": dict(
+        tasks=["adding"], lengths=[10], hidden=[8], optimizers=["adam", "sgd"], seeds=[0],
+        steps=100, eval_every=25, batch_size=16, tuning={"lr_points": 3, "lr_decades": 2.0},
+    ),
+    # Minutes, yet a real comparison: six optimizers from plain SGD to sign-based Lion, two
+    # long-lag tasks at two lengths where tuned adaptive methods solve within the budget
+    # and SGD does not, three seeds, a 3-point lr grid over two decades.
+    "quick": dict(
+        tasks=["adding", "temporal_order_4"], lengths=[25, 50], hidden=[32],
+        optimizers=["sgd", "adagrad", "rmsprop", "adam", "nadam", "lion"],
+        seeds=3, steps=1500, eval_every=50, tuning={"lr_points": 3, "lr_decades": 2.0},
+    ),
+    # Hours: every optimizer, LSTM against GRU, longer lags, a 5-point grid.
+    "standard": dict(
+        tasks=["adding", "temporal_order_4", "copy"],
+        lengths={"adding": [50, 100, 200], "temporal_order_4": [50, 100], "copy": [10, 20]},
+        models=["lstm", "gru"], hidden=[64], optimizers=_ALL_OPTIMIZERS, seeds=3,
+        steps=3000, eval_every=100, tuning={"lr_points": 5, "lr_decades": 2.0},
+    ),
+    # Days: every task, model and optimizer, two widths, five seeds, a 7-point grid.
+    "full": dict(
+        tasks=["adding", "copy", "temporal_order_4", "temporal_order_8", "digits",
+               "digits_permuted"],
+        lengths={"adding": [50, 100, 200, 400], "copy": [10, 20, 50],
+                 "temporal_order_4": [50, 100, 200], "temporal_order_8": [100, 200],
+                 "digits": [64], "digits_permuted": [64]},
+        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=_ALL_OPTIMIZERS, seeds=5,
+        steps=5000, eval_every=100, tuning={"lr_points": 7, "lr_decades": 3.0},
+    ),
+    # The seed program's set-up: LSTM(128) + Dense(1), Adam lr 1e-3, MSE, batch 32, on the
+    # adding problem; untuned (PyTorch's reference run reached validation MSE 0.037 after
+    # 4000 steps at T = 100).
+    "seed": dict(
+        tasks=["adding"], lengths=[100], models=["lstm"], hidden=[128],
+        optimizers=[{"name": "adam", "lr": 1e-3}], seeds=3, steps=4000, eval_every=100,
+        batch_size=32, tiers=["defaults"],
+    ),
+}
+DEFAULT_PRESET = "quick"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """An expanded matrix: its name, the normalised config, and (cell, tier) pairs in run order."""
+
+    name: str
+    config: dict
+    members: tuple[tuple[Cell, str], ...]
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        """Each distinct cell once, in run order."""
+        return tuple({cell.key: cell for cell, _ in reversed(self.members)}.values())[::-1]
+
+    @property
+    def digest(self) -> str:
+        """Identifies the matrix in a store: its name and exactly which cells are in which tier."""
+        body = json.dumps([self.name, sorted((c.key, t) for c, t in self.members)])
+        return hashlib.sha256(body.encode()).hexdigest()[:20]
+
+
+# -- entry points --------------------------------------------------------------------------
+def from_preset(name: str) -> Matrix:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    return expand({"name": name, **PRESETS[name]}, source=f"preset {name!r}")
+
+
+def from_toml(path: str) -> Matrix:
+    """Read, validate and expand a TOML matrix file."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path!r} is not valid TOML: {exc}") from None
+    config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    return expand(config, source=f"config {path!r}")
+
+
+def expand(config: dict, source: str = "config") -> Matrix:
+    """Validate `config` (the keys in this module's docstring) and cross its axes into cells."""
+    c = _Checker(source)
+    unknown = sorted(set(config) - set(KEYS))
+    if unknown:
+        c.fail(unknown[0], f"unknown key; allowed: {', '.join(KEYS)}")
+    for key in REQUIRED:
+        if key not in config:
+            c.fail(key, "missing (required)")
+    cfg = {key: config.get(key, default) for key, default in KEYS.items()}
+    norm = _normalise(cfg, c)
+
+    members = []
+    for seed in norm["seeds"]:
+        for task in norm["tasks"]:
+            for length in norm["lengths"][task]:
+                for model in norm["models"]:
+                    for hidden in norm["hidden"]:
+                        base = dict(
+                            task=task, length=length, model=model, hidden=hidden, seed=seed,
+                            steps=norm["steps"][task], batch_size=norm["batch_size"],
+                            eval_every=norm["eval_every"], clip_norm=norm["clip_norm"],
+                            clip_value=norm["clip_value"], init=norm["init"],
+                        )
+                        for opt in norm["optimizers"]:
+                            for tier, lrs in (("defaults", [opt["hparams"]["lr"]]),
+                                              ("tuned", opt["lr_grid"])):
+                                if tier not in norm["tiers"]:
+                                    continue
+                                for lr in lrs:
+                                    hp = {**opt["hparams"], "lr": lr}
+                                    cell = Cell(optimizer=opt["name"], hparams=hp, **base)
+                                    members.append((cell, tier))
+    return Matrix(norm["name"], norm, tuple(members))
+
+
+# -- validation ----------------------------------------------------------------------------
+class _Checker:
+    """Raises one-line UsageErrors that name the source and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, message: str):
+        raise UsageError(f"{self.source}: {key}: {message}")
+
+    def int_(self, key, value, low=1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            self.fail(key, f"must be an integer >= {low}; got {value!r}")
+        return value
+
+    def positive(self, key, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value <= 0:
+            self.fail(key, f"must be a positive finite number; got {value!r}")
+        return float(value)
+
+    def list_(self, key, value, item=None):
+        if not isinstance(value, list) or not value:
+            self.fail(key, f"must be a non-empty list; got {value!r}")
+        if item is not None:
+            value = [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if len(set(map(json.dumps, value))) != len(value):
+            self.fail(key, f"has duplicates: {value!r}")
+        return value
+
+    def choice(self, key, value, allowed):
+        if not isinstance(value, str) or value not in allowed:
+            self.fail(key, f"unknown {value!r}; allowed: {', '.join(allowed)}")
+        return value
+
+    def off_or_positive(self, key, value):
+        return None if value is False else self.positive(key, value)
+
+    def per_task(self, key, value, tasks, item):
+        """`value` for every task, or a table task -> value naming every task."""
+        if not isinstance(value, dict):
+            return {t: item(key, value, t) for t in tasks}
+        extra = sorted(set(value) - set(tasks))
+        if extra:
+            self.fail(f"{key}.{extra[0]}", f"not one of the tasks: {', '.join(tasks)}")
+        missing = [t for t in tasks if t not in value]
+        if missing:
+            self.fail(key, f"no entry for task {missing[0]!r}")
+        return {t: item(f"{key}.{t}", value[t], t) for t in tasks}
+
+
+def _normalise(cfg: dict, c: _Checker) -> dict:
+    from optbench import nn, optim, tasks
+
+    name = cfg["name"]
+    if not isinstance(name, str) or not name.strip():
+        c.fail("name", f"must be a non-empty string; got {name!r}")
+    task_names = c.list_("tasks", cfg["tasks"], lambda k, v: c.choice(k, v, tasks.names()))
+
+    def length_list(key, value, task):
+        def one(k, v):
+            try:
+                return tasks.get(task).check_length(v)
+            except UsageError as exc:
+                c.fail(k, str(exc))
+        return c.list_(key, value, one)
+
+    lengths = c.per_task("lengths", cfg["lengths"], task_names, length_list)
+    steps = c.per_task("steps", cfg["steps"], task_names, lambda k, v, t: c.int_(k, v))
+    eval_every = c.int_("eval_every", cfg["eval_every"])
+    if eval_every > min(steps.values()):
+        c.fail("eval_every", f"{eval_every} is more than the step budget {min(steps.values())}")
+    seeds = cfg["seeds"]
+    seeds = list(range(c.int_("seeds", seeds))) if isinstance(seeds, int) and not isinstance(
+        seeds, bool) else c.list_("seeds", seeds, lambda k, v: c.int_(k, v, low=0))
+    tiers = c.list_("tiers", cfg["tiers"], lambda k, v: c.choice(k, v, TIERS))
+    tuning = cfg["tuning"]
+    if not isinstance(tuning, dict) or set(tuning) - set(KEYS["tuning"]):
+        c.fail("tuning", f"must be a table with keys {', '.join(KEYS['tuning'])}; got {tuning!r}")
+    tuning = {**KEYS["tuning"], **tuning}
+    points = c.int_("tuning.lr_points", tuning["lr_points"])
+    decades = c.positive("tuning.lr_decades", tuning["lr_decades"])
+    return {
+        "name": name,
+        "tasks": task_names,
+        "lengths": lengths,
+        "models": c.list_("models", cfg["models"], lambda k, v: c.choice(k, v, nn.names())),
+        "hidden": c.list_("hidden", cfg["hidden"], c.int_),
+        "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades),
+        "seeds": seeds,
+        "steps": steps,
+        "batch_size": c.int_("batch_size", cfg["batch_size"]),
+        "eval_every": eval_every,
+        "clip_norm": c.off_or_positive("clip_norm", cfg["clip_norm"]),
+        "clip_value": c.off_or_positive("clip_value", cfg["clip_value"]),
+        "init": c.choice("init", cfg["init"], nn.INITS),
+        "tiers": tiers,
+        "tuning": {"lr_points": points, "lr_decades": decades},
+    }
+
+
+def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[dict]:
+    """Each entry as {"name", "hparams" (every hyper-parameter, lr included), "lr_grid"}."""
+    out = []
+    for i, entry in enumerate(c.list_("optimizers", raw)):
+        key = f"optimizers[{i}]"
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict):
+            c.fail(key, f"must be an optimizer name or a table with a name; got {entry!r}")
+        name = c.choice(f"{key}.name", entry.get("name"), optim.names())
+        defaults = optimizer_defaults(name)
+        given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid")}
+        for k in given:
+            if k not in defaults:
+                c.fail(f"{key}.{k}", f"not a hyper-parameter of {name}; allowed: "
+                       f"{', '.join([*defaults, 'lr_grid'])}")
+        hparams = json.loads(json.dumps({k: _like(v, given.get(k, v)) for k, v in defaults.items()}))
+        try:
+            optim.create(name, backend="numpy", **hparams)
+        except UsageError as exc:
+            c.fail(key, str(exc))
+        lr = c.positive(f"{key}.lr", hparams["lr"])
+        grid = entry.get("lr_grid")
+        grid = lr_grid(lr, points, decades) if grid is None else c.list_(
+            f"{key}.lr_grid", grid, c.positive)
+        normalised = {"name": name, "hparams": hparams, "lr_grid": grid}
+        for j, other in enumerate(out):
+            if (other["name"], other["hparams"]) == (name, hparams):
+                c.fail(key, f"the same optimizer and hyper-parameters as optimizers[{j}]")
+        out.append(normalised)
+    return out
+
+
+def _like(default, value):
+    """`value` with ints as floats where the default is a float, so 1 and 1.0 make one key."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)) \
+            and len(default) == len(value):
+        return [_like(d, v) for d, v in zip(default, value)]
+    return value
+
+
+def optimizer_defaults(name: str) -> dict:
+    """The optimizer's hyper-parameters and their defaults, from its spec in `optbench.optim`."""
+    from optbench import optim
+
+    return dict(optim.spec(name).defaults)
+
+
+def lr_grid(centre: float, points: int, decades: float) -> list[float]:
+    """`points` learning rates evenly spaced in log10 over `decades` decades, centred on
+    `centre`; rounded to 3 significant digits except the centre itself, which stays exact so
+    the grid's middle cell is the "defaults" cell."""
+    grid = []
+    for i in range(points):
+        e = 0.0 if points == 1 else decades * (i / (points - 1) - 0.5)
+        grid.append(centre if e == 0 else float(f"{centre * 10 ** e:.3g}"))
+    return grid
+
+
+# -- tuning --------------------------------------------------------------------------------
+# What, apart from the learning rate and the seed, makes two cells the same experiment.
+GROUP = ["task", "length", "model", "hidden", "optimizer", "variant", "steps", "batch_size",
+         "eval_every", "clip_norm", "clip_value", "init"]
+
+
+def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = None) -> "pd.DataFrame":
+    """The tuned learning rate per (task, length, model, hidden, optimizer, other hparams ...).
+
+    `cells` is `optbench.load(DIR).tier("tuned")` or any frame with its columns. Protocol
+    (DeepOBS, Schneider et al. 2019): each lr is scored by the median over seeds of a
+    per-cell score taken on the validation set, and the lr with the best median wins (on a
+    tie, the smaller lr). The per-cell score orders, best first:
+
+    1. solved cells, by steps to solve (the first evaluation meeting the task's solved rule);
+    2. unsolved cells, by their final validation metric;
+    3. diverged cells, and cells without a validation metric.
+
+    A plain median of final validation metrics would rank solved runs by noise: the loop
+    stops a run at its first evaluation past the threshold, so every solved run ends just
+    past it. Where nothing solves, the rule is DeepOBS's. With an even number of seeds the
+    median is the lower of the two middle scores. `higher_is_better` maps task -> bool
+    (default: the task registry's `higher_is_better`).
+
+    Returns one row per group: the GROUP columns, `lr`, then over the seeds at that lr:
+    `seeds`, `solved`, `diverged` (counts), `steps_median` (median steps to solve of the
+    solved seeds), `val_median` and `test_median` (median final validation and test metric
+    of the seeds that did not diverge), and `lrs` (how many lrs were compared).
+    """
+    import numpy as np
+    import pandas as pd
+
+    if higher_is_better is None:
+        from optbench import tasks
+
+        higher_is_better = {t: tasks.get(t).higher_is_better for t in cells["task"].unique()}
+    df = cells.assign(variant=[_variant(h) for h in cells["hparams_json"]])
+    sign = np.where(df["task"].map(higher_is_better).astype(bool), -1.0, 1.0)
+    loss = sign * df["val_metric"].astype(float)
+    df["score"] = [
+        (2, 0.0) if outcome == "diverged" or np.isnan(v) else
+        (0, float(steps)) if outcome == "solved" else (1, v)
+        for outcome, v, steps in zip(df["outcome"], loss, df["steps_to_solve"])
+    ]
+    rows = []
+    for group, g in df.groupby(GROUP, sort=True, dropna=False):
+        per_lr = []
+        for lr, at in g.groupby("lr", sort=True):
+            scores = sorted(at["score"])
+            ok = at[at["outcome"] != "diverged"]
+            per_lr.append((scores[(len(scores) - 1) // 2], lr, dict(
+                seeds=at["seed"].nunique(), solved=int((at["outcome"] == "solved").sum()),
+                diverged=len(at) - len(ok),
+                steps_median=at["steps_to_solve"].astype(float).median(),
+                val_median=ok["val_metric"].astype(float).median(),
+                test_median=ok["test_metric"].astype(float).median(),
+            )))
+        _, lr, figures = min(per_lr, key=lambda x: x[:2])
+        rows.append({**dict(zip(GROUP, group)), "lr": lr, **figures, "lrs": len(per_lr)})
+    return pd.DataFrame(rows, columns=GROUP + [
+        "lr", "seeds", "solved", "diverged", "steps_median", "val_median", "test_median", "lrs"])
+
+
+def label(optimizer: str, variant: str) -> str:
+    """'sgd(momentum=0.9)': the optimizer and those of its hyper-parameters, lr aside, that
+    differ from its defaults (`variant` is `pick_lr`'s column of that name)."""
+    defaults = json.loads(json.dumps(optimizer_defaults(optimizer)))
+    changed = {k: v for k, v in json.loads(variant).items() if defaults.get(k) != v}
+    return optimizer + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+
+
+def _variant(hparams_json: str) -> str:
+    """The hyper-parameters other than lr, as canonical JSON: what tells variants apart."""
+    hp = json.loads(hparams_json)
+    hp.pop("lr", None)
+    return json.dumps(hp, sort_keys=True)

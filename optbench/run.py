@@ -1,0 +1,123 @@
+"""`python -m optbench run`: run a benchmark matrix into a resumable results store.
+
+    python -m optbench run [PRESET | --config FILE] [--out DIR] [--workers N]
+                           [--scheduler ADDRESS | --dask-local N] [--quiet] [--dry-run]
+
+With no arguments it runs the `quick` preset serially into `results/` (the store is
+`results/optbench.sqlite`; read it with `optbench.load("results")`). Rerunning the same
+command skips the finished cells, so an interrupted run resumes where it stopped. Every
+input is checked before any work starts; bad input is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+DEFAULT_OUT = "results"
+
+
+def configure(parser) -> None:
+    from optbench.matrix import DEFAULT_PRESET, PRESETS
+
+    parser.add_argument(
+        "preset", nargs="?", metavar="PRESET",
+        help=f"one of: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})",
+    )
+    parser.add_argument("--config", metavar="FILE", help="a TOML matrix (see examples/custom.toml)")
+    parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                        help=f"results directory (default: {DEFAULT_OUT}/)")
+    parser.add_argument("--workers", metavar="N", type=_int, default=None,
+                        help="run on N local worker processes (default: serial, in this process)")
+    dask = parser.add_mutually_exclusive_group()
+    dask.add_argument("--scheduler", metavar="ADDRESS",
+                      help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://...)")
+    dask.add_argument("--dask-local", metavar="N", type=_int,
+                      help="start a Dask LocalCluster of N worker processes and run on it")
+    parser.add_argument("--quiet", action="store_true",
+                        help="one log line per finished cell instead of the progress bar")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the input and print the plan; run nothing")
+
+
+def _int(text: str):
+    """Leave the range check to `run`, which words it like every other bad input."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def run(args) -> int:
+    from optbench import matrix as mx
+    from optbench import runner
+    from optbench.errors import UsageError
+    from optbench.store import Store
+
+    if args.preset is not None and args.config is not None:
+        raise UsageError("give a PRESET or --config FILE, not both")
+    m = mx.from_toml(args.config) if args.config else mx.from_preset(args.preset or mx.DEFAULT_PRESET)
+    if args.workers is not None and (args.scheduler or args.dask_local is not None):
+        raise UsageError("--workers runs local processes; it does not combine with Dask options")
+    if args.scheduler or args.dask_local is not None:
+        executor = runner.Dask(address=args.scheduler, local_workers=args.dask_local)
+    elif args.workers is not None:
+        executor = runner.Processes(args.workers)
+    else:
+        executor = runner.Serial()
+
+    with Store.open(args.out) as store:
+        finished = store.finished_keys()
+        todo = sum(cell.key not in finished for cell in m.cells)
+        tiers = ", ".join(f"{t} {n}" for t, n in Counter(t for _, t in m.members).items())
+        print(f"matrix {m.name}: {len(m.cells)} cells ({tiers}); {len(m.cells) - todo} already "
+              f"in {store.path}, {todo} to run {executor.name}", file=sys.stderr)
+        if args.dry_run:
+            return 0
+        progress = runner.Progress(bar=False if args.quiet else None)
+        try:
+            runner.execute(m, store, executor, progress=progress)
+        except (KeyboardInterrupt, runner.WorkerLost) as exc:
+            progress.close()
+            done = len(store.finished_keys() & {c.key for c in m.cells})
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            print(f"{why}: {done} of {len(m.cells)} cells are safely stored in {store.path}; "
+                  "run the same command again to resume", file=sys.stderr)
+            return 130 if isinstance(exc, KeyboardInterrupt) else 1
+        progress.close()
+        print(summary(store.frames(matrix=m.name), m))
+    # The report (a later issue) is built here, from the same directory.
+    print(f"results in {args.out}/: read them with optbench.load({args.out!r})", file=sys.stderr)
+    return 0
+
+
+def summary(results, m) -> str:
+    """Per tier, one row per (task, length, model, optimizer): the lr (tuned tier: the one
+    `matrix.pick_lr` picks), how many seeds solved and diverged, the median steps to solve,
+    and the median final validation and test metric."""
+    from optbench import tasks
+    from optbench.matrix import label, pick_lr
+
+    keys = {cell.key for cell in m.cells}
+    cells = results.cells[results.cells["key"].isin(keys)]
+    counts = cells["outcome"].value_counts()
+    lines = [f"{m.name}: {len(cells)} of {len(keys)} cells finished: "
+             + ", ".join(f"{counts.get(o, 0)} {o}" for o in ("solved", "budget", "diverged"))]
+    for tier in m.config["tiers"]:
+        tier_keys = {cell.key for cell, t in m.members if t == tier}
+        picked = pick_lr(cells[cells["key"].isin(tier_keys)])
+        if picked.empty:
+            continue
+        table = picked.assign(
+            metric=[tasks.get(t).metric_name for t in picked["task"]],
+            model=[f"{k}({h})" for k, h in zip(picked["model"], picked["hidden"])],
+            optimizer=[label(o, v) for o, v in zip(picked["optimizer"], picked["variant"])],
+            solved=[f"{s}/{n}" for s, n in zip(picked["solved"], picked["seeds"])],
+            steps=picked["steps_median"].map(lambda x: "-" if x != x else f"{x:.0f}"),
+        )[["task", "length", "model", "optimizer", "lr", "solved", "diverged", "steps",
+           "metric", "val_median", "test_median"]]
+        what = ("the lr picked from the grid on the validation set" if tier == "tuned"
+                else "default hyper-parameters")
+        lines += ["", f"tier {tier} ({what}; medians over seeds, diverged seeds aside):",
+                  table.to_string(index=False, float_format=lambda x: f"{x:.4g}")]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""Test helpers: a store snapshot for comparisons, a tiny matrix, the CLI as a subprocess,
+and `run_cell`, a cheap deterministic stand-in for `optbench.train.run_cell` for the store
+and executor mechanics (the end-to-end tests use the real one).
+
+The stand-in's figures are a function of the cell's key only. FAKE_DIE_ONCE=DIR in the
+environment (inherited by spawned workers) makes the first attempt at each cell whose seed
+is 1 kill its own process (a worker dying mid-cell), leaving a marker in DIR.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from optbench.cell import Result
+from optbench.store import load
+
+# What may differ between two runs of the same cells: how long they took, when and where.
+VOLATILE_CURVES = ["train_s", "wall_s"]
+VOLATILE = ["seconds_to_solve", "timings_json", "env_json", "finished_at", "compile_s", "train_s", "eval_s", "total_s"]
+
+
+def snapshot(directory, matrix=None):
+    """The store's results without timings and environment, sorted: equal for equal results."""
+    r = load(str(directory), matrix)
+    cells = r.cells.drop(columns=VOLATILE).sort_values("key").reset_index(drop=True)
+    curves = r.curves.drop(columns=VOLATILE_CURVES, errors="ignore").sort_values(["key", "step"]).reset_index(drop=True)
+    members = r.members.sort_values(["key", "tier"]).reset_index(drop=True)
+    return cells, curves, r.grad_profiles, members[["matrix", "tier", "key", "finished"]]
+
+
+def assert_same_results(a, b, matrix=None):
+    import pandas as pd
+
+    for x, y in zip(snapshot(a, matrix), snapshot(b, matrix)):
+        pd.testing.assert_frame_equal(x, y, check_exact=True)
+
+
+# A tiny matrix: 2 seeds x 2 optimizers x 3 learning rates = 12 cells (the defaults cell is
+# the grid's centre), each a fraction of a second once compiled.
+TINY_TOML = """
+name = "tiny"
+tasks = ["adding"]
+lengths = [8]
+hidden = [8]
+optimizers = ["adam", "sgd"]
+seeds = 2
+steps = 60
+eval_every = 20
+batch_size = 16
+[tuning]
+lr_points = 3
+"""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args):
+    """`python -m optbench run ARGS` as a subprocess of this checkout, pipes open."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "optbench", "run", *args], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def run_cell(cell):
+    die = os.environ.get("FAKE_DIE_ONCE")
+    if die and cell.seed == 1:
+        marker = os.path.join(die, cell.key)
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+    rng = np.random.default_rng(int(cell.key[:12], 16))
+    val = [float(v) for v in np.sort(rng.random(4))[::-1] * cell.lr * 100]
+    outcome = ("solved", "budget", "diverged")[int(rng.integers(3))]
+    curves = [
+        {"step": (i + 1) * cell.eval_every, "train_loss": v * 1.1, "val_loss": v,
+         "val_metric": v, "grad_norm": float(rng.random()), "wall_s": 0.01 * (i + 1)}
+        for i, v in enumerate(val)
+    ]
+    if outcome == "diverged":
+        curves[-1]["train_loss"] = float("nan")
+    return Result(
+        cell=cell, outcome=outcome, steps_run=4 * cell.eval_every,
+        steps_to_solve=4 * cell.eval_every if outcome == "solved" else None,
+        seconds_to_solve=0.04 if outcome == "solved" else None,
+        diverged_step=4 * cell.eval_every if outcome == "diverged" else None,
+        val_loss=val[-1], val_metric=float("nan") if outcome == "diverged" else val[-1],
+        test_loss=val[-1] * 1.05, test_metric=val[-1] * 1.05,
+        curves=curves,
+        grad_profiles=[{"step": 0, "norms": [float(x) for x in rng.random(cell.length)]}],
+        timings={"compile_s": 0.0, "train_s": 0.01, "eval_s": 0.001, "total_s": 0.011},
+        env={"pid": os.getpid()},
+    )
