@@ -284,7 +284,7 @@ class Progress:
 
     def start(self, total: int, done: int) -> None:
         self.total, self.done = total, done
-        self.ran, self.counts, self.t0 = 0, Counter(), time.perf_counter()
+        self.ran, self.counts, self.t0, self.compile_s = 0, Counter(), time.perf_counter(), 0.0
         if done:
             self._line(f"{done} of {total} cells already in the store; running the other "
                        f"{total - done}")
@@ -294,6 +294,7 @@ class Progress:
         self.done += 1
         self.ran += 1
         self.counts[result.outcome] += 1
+        self.compile_s += result.timings.get("compile_s", 0.0)
         if self.bar:
             self._draw()
             return
@@ -305,9 +306,10 @@ class Progress:
                    f"  ETA {self.eta()}")
 
     def eta(self) -> str:
+        """Time per finished cell so far, times the cells left; one-off compile time aside."""
         if not self.ran:
             return "?"
-        elapsed = time.perf_counter() - self.t0
+        elapsed = max(time.perf_counter() - self.t0 - self.compile_s, 0.0)
         return _duration(elapsed / self.ran * (self.total - self.done))
 
     def close(self) -> None:

@@ -8,7 +8,9 @@ For every distinct (task, length, model, hidden, batch size) of a preset, one pr
 with this process's threads; its training seconds per step and seconds per evaluation are
 then multiplied out over the preset's cells. The estimate is an upper bound for a serial
 run: it assumes every cell uses its whole step budget, while solved cells stop early (on
-`quick`, measured runs took about half the bound). Compile time is reported apart.
+`quick` the bound was 4 min; the run took 2.5-2.7 min serially, 1.4 min on two workers).
+Compile time is left out (the probe warms up first). Run it with NUMBA_NUM_THREADS=1 to
+get the per-worker figure of `--workers N` on N cores: divide the bound by N.
 """
 
 from __future__ import annotations
