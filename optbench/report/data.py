@@ -39,6 +39,8 @@ FIGURES = ["steps_to_solve", "seconds_to_solve", "diverged_step", "val_loss", "v
 # AlgoPerf's performance-profile score integrates rho_s(tau) over tau in [1, TAU_MAX]
 # (Dahl et al. 2023, sec. 4.5: r_max = 4) and divides by TAU_MAX - 1, so it lies in [0, 1].
 TAU_MAX = 4.0
+# The gradient-flow training points, in training order (see `grad_flow`).
+POINTS = ["step 1", *(f"{f:.0%} of budget" for f in PROFILE_FRACTIONS), "end of run"]
 # Percentiles of the learning curves' bands (order statistics: with three seeds, the range).
 BAND = (0.25, 0.75)
 
@@ -67,7 +69,7 @@ class Data:
     picked: dict = field(default_factory=dict, repr=False)  # tier -> `at_picked_lr`, memoised
 
     def tier(self, tier: str) -> pd.DataFrame:
-        keys = self.results.members.loc[self.results.members["tier"] == tier, "key"]
+        keys = self.members.loc[self.members["tier"] == tier, "key"]
         return self.cells[self.cells["key"].isin(keys)].reset_index(drop=True)
 
     @property
@@ -135,7 +137,7 @@ def missing(data: Data) -> pd.DataFrame:
     out = (cells.groupby(PROBLEM + ["entrant"], sort=False)["finished"]
            .agg(planned="size", finished="sum").reset_index())
     out["missing"] = out["planned"] - out["finished"]
-    return out[out["missing"] > 0].reset_index(drop=True)
+    return data.ordered(out[out["missing"] > 0])
 
 
 def environments(cells: pd.DataFrame) -> pd.DataFrame:
@@ -234,16 +236,10 @@ def performance_profile(table: pd.DataFrame) -> pd.DataFrame:
     r_ps = cost_ps / min_s cost_ps (inf where nobody solved p). Returns one row per
     (problem, entrant): cost, ratio.
     """
-    grid = pd.MultiIndex.from_product(
-        [table[PROBLEM].drop_duplicates().itertuples(index=False),
-         list(dict.fromkeys(table["entrant"]))], names=["problem", "entrant"])
-    costs = {(tuple(r[:4]), r[4]): r[5] for r in table[PROBLEM + ["entrant", "cost"]]
-             .itertuples(index=False)}
-    rows = []
-    for problem, entrant in grid:
-        rows.append({**dict(zip(PROBLEM, problem)), "entrant": entrant,
-                     "cost": costs.get((tuple(problem), entrant), math.inf)})
-    out = pd.DataFrame(rows)
+    entrants = pd.DataFrame({"entrant": list(dict.fromkeys(table["entrant"]))})
+    out = table[PROBLEM].drop_duplicates().merge(entrants, how="cross").merge(
+        table[PROBLEM + ["entrant", "cost"]], on=PROBLEM + ["entrant"], how="left")
+    out["cost"] = out["cost"].astype(float).fillna(math.inf)
     best = out.groupby(PROBLEM)["cost"].transform("min")
     out["ratio"] = np.where(np.isfinite(best), out["cost"] / best, math.inf)
     return out
@@ -318,11 +314,10 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
 
 def _average_ranks(keys: pd.Series) -> pd.Series:
     """Ranks 1..n of sortable keys; equal keys share the mean of their ranks."""
-    order = sorted(keys)
-    first = {}
-    for i, k in enumerate(order):
-        first.setdefault(k, []).append(i + 1)
-    return keys.map(lambda k: float(np.mean(first[k])))
+    positions = {}
+    for i, k in enumerate(sorted(keys), start=1):
+        positions.setdefault(k, []).append(i)
+    return keys.map(lambda k: float(np.mean(positions[k])))
 
 
 # -- figures' data --------------------------------------------------------------------------
@@ -411,21 +406,19 @@ def grad_flow(data: Data, tier: str = "tuned") -> pd.DataFrame:
     prof = data.results.grad_profiles.merge(
         at[PROBLEM + ["entrant", "key", "steps"]], on="key")
     last = prof.groupby("key")["step"].transform("max")
-    scheduled = {1: "step 1"}
-    names = ["step 1", *(f"{f:.0%} of budget" for f in PROFILE_FRACTIONS), "end of run"]
     parts = []
     for budget in prof["steps"].unique():
-        points = {**scheduled, **{max(1, round(f * budget)): f"{f:.0%} of budget"
-                                  for f in PROFILE_FRACTIONS}}
+        points = {1: POINTS[0], **{max(1, round(f * budget)): name
+                                   for f, name in zip(PROFILE_FRACTIONS, POINTS[1:])}}
         mine = prof["steps"] == budget
         named = prof[mine].assign(point=prof.loc[mine, "step"].map(points))
         parts += [named.dropna(subset=["point"]),
-                  prof[mine & (prof["step"] == last)].assign(point="end of run")]
+                  prof[mine & (prof["step"] == last)].assign(point=POINTS[-1])]
     prof = pd.concat(parts, ignore_index=True)
     out = prof.groupby(PROBLEM + ["entrant", "point", "t"], sort=False).agg(
         norm=("norm", "median"), seeds=("key", "nunique"), step=("step", "median")
     ).reset_index()
-    out["order"] = out["point"].map({n: i for i, n in enumerate(names)})
+    out["order"] = out["point"].map({n: i for i, n in enumerate(POINTS)})
     return data.ordered(out, "order", "t")
 
 

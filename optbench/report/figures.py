@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from optbench.report.data import PROBLEM, TAU_MAX, problem_label
+from optbench.report.data import POINTS, PROBLEM, TAU_MAX, problem_label
 
 FONT = 9  # tick labels and legends; titles one point larger
 MAX_COLUMNS = 3  # panels per row
@@ -170,9 +170,8 @@ def success_heatmap(fig, rates: pd.DataFrame, counts: pd.DataFrame) -> None:
 def grad_flow(fig, flow: pd.DataFrame, entrants: list[str], lrs: dict[str, float]) -> None:
     """One problem: a panel per entrant, ||dL/dh_t|| against t (log y, shared), one line
     per training point, early light to late dark."""
-    names = list(dict.fromkeys(flow.sort_values("order")["point"]))
-    cmap = colormaps[POINT_COLOURS]
-    tone = {p: cmap(0.1 + 0.9 * i / max(1, len(names) - 1)) for i, p in enumerate(names)}
+    cmap = colormaps[POINT_COLOURS]  # by the point's place in POINTS, present or not
+    tone = {p: cmap(0.1 + 0.9 * i / (len(POINTS) - 1)) for i, p in enumerate(POINTS)}
     present = [e for e in entrants if e in set(flow["entrant"])]
     positive = flow["norm"][flow["norm"] > 0]
     found = []
@@ -192,7 +191,7 @@ def grad_flow(fig, flow: pd.DataFrame, entrants: list[str], lrs: dict[str, float
     for ax in axes[::min(len(axes), MAX_COLUMNS)]:
         ax.set_ylabel("||dL/dh_t||", fontsize=FONT)
     handles, labels = _dedupe(found)
-    order = sorted(range(len(labels)), key=lambda i: names.index(labels[i]))
+    order = sorted(range(len(labels)), key=lambda i: POINTS.index(labels[i]))
     _legend(fig, [handles[i] for i in order], [labels[i] for i in order], title="training point")
 
 
