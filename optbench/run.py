@@ -89,17 +89,21 @@ def run(args) -> int:
         progress.close()
         print(summary(store.frames(matrix=m.name), m))
     print(f"results in {args.out}/: read them with optbench.load({args.out!r})", file=sys.stderr)
-    if not args.no_report:
-        _report(args.out, m.name)
-    return 0
+    return 0 if args.no_report else _report(args.out, m.name)
 
 
-def _report(directory: str, matrix: str) -> None:
+def _report(directory: str, matrix: str) -> int:
     """The hook to `optbench.report`: this matrix's report, written beside its store."""
     from optbench.report.cli import summary as report_summary
     from optbench.report.document import build
 
-    print(report_summary(build(directory, matrix=matrix)), file=sys.stderr)
+    try:
+        print(report_summary(build(directory, matrix=matrix)), file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"interrupted while writing the report; every cell is stored in {directory}/: "
+              f"python -m optbench report {directory} writes it", file=sys.stderr)
+        return 130
+    return 0
 
 
 def summary(results, m) -> str:

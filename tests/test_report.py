@@ -314,6 +314,25 @@ def test_run_ends_with_the_report_unless_told_not_to(tmp_path, monkeypatch, caps
     assert f"report: {b}/reports/tiny.pdf" in capsys.readouterr().err
 
 
+def test_ctrl_c_during_the_report_of_run_says_the_cells_are_stored(tmp_path, monkeypatch,
+                                                                    capsys):
+    import optbench.report.document
+    import optbench.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optbench.train, "run_cell", helpers.run_cell)
+    monkeypatch.setattr(optbench.report.document, "build", interrupted)
+    config = tmp_path / "tiny.toml"
+    config.write_text(helpers.TINY_TOML)
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(config), "--out", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"interrupted while writing the report; every cell is stored in {out}/: "
+        f"python -m optbench report {out} writes it")
+
+
 @pytest.mark.slow
 def test_real_run_of_the_smoke_preset_and_its_report(tmp_path):
     """End to end with the real training loop: `run smoke`, then its report."""
