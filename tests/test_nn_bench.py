@@ -78,3 +78,56 @@ def test_a_second_process_loads_every_kernel_from_the_disk_cache():
     probe()  # fills the cache if this checkout has not compiled these kernels yet
     second = probe()
     assert all(hits > 0 and misses == 0 for hits, misses in second.values()), second
+
+
+_STALE_PROBE = """
+import numpy as np
+from optbench.nn import losses
+dy = np.zeros((1, 2, 1), np.float32)
+losses.mse(np.ones((1, 2, 1), np.float32), np.zeros((2, 1, 1), np.float32),
+           np.ones((2, 1), np.float32), 2.0, dy)
+print(sum(losses.mse.stats.cache_hits.values()), sum(losses.mse.stats.cache_misses.values()))
+"""
+
+
+def test_the_disk_cache_goes_stale_when_another_module_of_nn_changes(tmp_path):
+    """Numba stamps a cached kernel with its own file only; optbench.nn._jit.kernel adds
+    every module of optbench.nn and the vector layout, so an edit of a callee elsewhere
+    (here a comment in _gemm.py, in a copy of the package) recompiles the callers."""
+    import shutil
+
+    shutil.copytree(ROOT / "optbench", tmp_path / "optbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PATH": "", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def probe(**extra):
+        out = subprocess.run([sys.executable, "-c", _STALE_PROBE], cwd=tmp_path,
+                             env=env | extra, capture_output=True, text=True, check=True)
+        return tuple(map(int, out.stdout.split()))
+
+    assert probe() == (0, 1)  # compiled
+    assert probe() == (1, 0)  # loaded
+    with open(tmp_path / "optbench" / "nn" / "_gemm.py", "a") as f:
+        f.write("# an edit\n")
+    assert probe() == (0, 1)
+    assert probe(OPTBENCH_NN_VECTOR_BYTES="32") == (0, 1)
+    assert probe(OPTBENCH_NN_VECTOR_BYTES="32") == (1, 0)
+
+
+def test_every_kernel_of_nn_carries_the_package_stamp():
+    import importlib
+    import pkgutil
+
+    from numba.core.registry import CPUDispatcher
+
+    from optbench import nn
+    from optbench.nn import _jit
+
+    found = 0
+    for info in pkgutil.iter_modules(nn.__path__):
+        module = importlib.import_module(f"optbench.nn.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__:
+                assert obj._cache._cache_file._source_stamp[1] == _jit.STAMP, obj
+                found += 1
+    assert found >= 15
