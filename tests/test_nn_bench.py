@@ -23,6 +23,8 @@ def test_bench_rows_without_torch():
         assert set(r) == set(bench.FIELDS)
         assert r["numba_ms"] > 0 and r["gflops"] > 0 and r["sgemm_gflops"] > 0
         assert r["torch_ms"] is None and r["speedup"] is None
+        assert (r["serial_ms"] > 0) if r["threads"] > 1 else r["serial_ms"] is None
+        assert r["load"] >= 0
         assert r["compile_s"] >= 0
     assert "gflops" in bench.format_rows(rows).splitlines()[0]
 
@@ -30,7 +32,7 @@ def test_bench_rows_without_torch():
 def test_bench_command_line(capsys):
     assert bench.main(["--config", "lstm:4:3:2:2", "--repeat", "1", "--no-torch", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["rows"][0]["model"] == "lstm" and out["warm_start_s"] is None
+    assert out["rows"][0]["model"] == "lstm" and out["start_s"] is None
 
 
 @pytest.mark.parametrize("text", ["lstm:4:3:2", "conv:4:3:2:2", "lstm:0:3:2:2", "lstm:a:3:2:2"])
@@ -52,6 +54,22 @@ def test_kernels_command_has_a_models_section(capsys):
     assert main(["kernels", "--section", "models", "--model", "rnn:4", "--no-torch"]) == 2
     err = capsys.readouterr().err
     assert "MODEL:H:T:B:I" in err and err.count("\n") == 1
+
+
+def test_kernels_text_has_the_columns_and_the_start_times(capsys, monkeypatch):
+    from optbench.cli import main
+
+    monkeypatch.setattr(bench, "start_times", lambda: {"cold_s": 41.0, "warm_s": [1.25, 1.5]})
+    assert main(["kernels", "--section", "models", "--model", "gru:5:3:9:2", "--repeat", "2",
+                 "--no-torch", "--start-times"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out.index(next(line for line in out if "numba_ms" in line))
+    for column in ("numba_ms", "serial_ms", "torch_ms", "speedup", "gflops", "sgemm_gflops",
+                   "compile_s", "load"):
+        assert column in out[header].split()
+    assert out[header + 1].split()[:5] == ["gru", "5", "3", "9", "2"]
+    assert out[header + 2] == ("fresh process, import + build + one training step (s): "
+                               "empty cache (compiles) 41.0, warm cache 1.25, 1.50")
 
 
 _PROBE = """
