@@ -14,10 +14,10 @@ No time_ figure includes compilation: each `setup` makes the first call.
 
 Which optbench is measured: in the virtualenvs that `asv run` and `asv continuous` build,
 the commit under test, installed there (asv sets ASV_ENV_TYPE in those). An existing
-environment (`-E existing:PYTHON`) installs nothing and asv records its results against
-this checkout's HEAD, so then this checkout's package is put first on sys.path: the
-interpreter may hold another optbench (an editable install of another checkout, an older
-wheel) that would otherwise be measured under this checkout's name.
+environment (`-E existing:PYTHON`) installs nothing, and its results are saved only under
+a commit named with `--set-commit-hash` (this checkout's HEAD), so there this checkout's
+package is put first on sys.path: the interpreter may hold another optbench (an editable
+install of another checkout, an older wheel) that would be measured under this name.
 """
 
 import os

@@ -6,7 +6,7 @@ file as a script in fresh processes:
     python benchmarks/_common.py TARGET      # TARGET: "adam" or a model ("lstm", ...)
 
 which times the first call of TARGET's step (compile, or load from Numba's on-disk cache)
-and a warm call, and prints them as JSON. Run as a script, this directory (not the
+and a warm call, counts the functions compiled, and prints that as JSON. Run as a script, this directory (not the
 checkout) is first on sys.path, so the child imports the same optbench as its parent,
 which passes its location in PYTHONPATH.
 """
@@ -34,7 +34,8 @@ def seed_cell(model: str = "lstm"):
 def train_step(cell):
     """(step, params): `step()` is one training step of `cell` as optbench.train takes it
     (BPTT on one batch of the cell's task, clipping, the optimizer's step), always on the
-    same batch; `params` is the model's flat parameter vector, which it updates."""
+    same batch, and returns the loss before the update; `params` is the model's flat
+    parameter vector, which it updates."""
     from optbench import nn, optim, tasks
 
     task = tasks.get(cell.task)
@@ -45,12 +46,13 @@ def train_step(cell):
     x, y, mask = task.sample(np.random.default_rng(cell.seed), cell.batch_size, cell.length)
 
     def step():
-        _, grads, _ = model.loss_and_grad(x, y, loss=task.loss, mask=mask)
+        loss, grads, _ = model.loss_and_grad(x, y, loss=task.loss, mask=mask)
         if cell.clip_norm is not None:
             optim.clip_grad_norm(grads, cell.clip_norm)
         if cell.clip_value is not None:
             optim.clip_grad_value(grads, cell.clip_value)
         opt.step(model.params, grads, state)
+        return loss
 
     return step, model.params
 
@@ -89,18 +91,24 @@ def target_step(target: str):
 
 
 def first_call(target: str) -> dict:
-    """Seconds of the first call of `target`'s step in this process, and of the fastest of
-    three warm calls after it."""
+    """Seconds of the first call of `target`'s step in this process and of the fastest of
+    three warm calls after it, and how many functions Numba compiled for that first call
+    ("numba:compile" events, nested ones included; a function loaded from the on-disk
+    cache is not compiled)."""
+    from numba.core import event
+
     step = target_step(target)
-    t = time.perf_counter()
-    step()
-    first = time.perf_counter() - t
+    with event.install_recorder("numba:compile") as recorder:
+        t = time.perf_counter()
+        step()
+        first = time.perf_counter() - t
     warm = []
     for _ in range(3):
         t = time.perf_counter()
         step()
         warm.append(time.perf_counter() - t)
-    return {"first_s": first, "warm_s": min(warm)}
+    compiled = sum(ev.is_start for _, ev in recorder.buffer)
+    return {"first_s": first, "warm_s": min(warm), "compiled": compiled}
 
 
 if __name__ == "__main__":

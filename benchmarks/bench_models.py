@@ -2,10 +2,11 @@
 
 The training step is one batch of the adding problem (T = 100, batch 32, 2 inputs) through
 a 128-unit layer and its head: forward, BPTT, global-norm clipping and an Adam step, as
-optbench.train takes it (`python -m optbench kernels --section models` times the same
-step against PyTorch). peakmem_ is the process's peak resident memory while the step
-runs; asv counts the import and the setup too, so it moves when the step's buffers grow
-beyond what numba and LLVM already hold (about 200 MB).
+optbench.train takes it (`python -m optbench kernels --section models` times it, less
+the clipping, against PyTorch). peakmem_ is the process's peak resident memory; asv counts the
+imports and the setup too, and Numba, LLVM and the loaded kernels hold most of it (for
+the LSTM, 186 MB: 115 MB after the imports, 176 MB once the first call had loaded the
+kernels), so it moves when the step's buffers grow past that level.
 """
 
 from optbench.cell import Cell
