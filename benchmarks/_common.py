@@ -6,9 +6,9 @@ file as a script in fresh processes:
     python benchmarks/_common.py TARGET      # TARGET: "adam" or a model ("lstm", ...)
 
 which times the first call of TARGET's step (compile, or load from Numba's on-disk cache)
-and a warm call, counts the functions compiled, and prints that as JSON. Run as a script, this directory (not the
-checkout) is first on sys.path, so the child imports the same optbench as its parent,
-which passes its location in PYTHONPATH.
+and a warm call, counts the functions Numba compiled, and prints that as JSON. Run as a
+script, this directory (not the checkout) is first on sys.path, so the child imports the
+optbench whose location its parent passes in PYTHONPATH: the same one as the parent.
 """
 
 from __future__ import annotations
