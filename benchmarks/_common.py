@@ -36,21 +36,16 @@ def train_step(cell):
     (BPTT on one batch of the cell's task, clipping, the optimizer's step), always on the
     same batch, and returns the loss before the update; `params` is the model's flat
     parameter vector, which it updates."""
-    from optbench import nn, optim, tasks
+    from optbench import tasks
+    from optbench.train import build, clip
 
     task = tasks.get(cell.task)
-    model = nn.build(cell.model, task.input_size, cell.hidden, task.output_size,
-                     head=task.head, seed=cell.seed, init=cell.init)
-    opt = optim.create(cell.optimizer, backend="cpu", **cell.hparams)
-    state = opt.init(model.params)
+    model, opt, state = build(cell, task)
     x, y, mask = task.sample(np.random.default_rng(cell.seed), cell.batch_size, cell.length)
 
     def step():
         loss, grads, _ = model.loss_and_grad(x, y, loss=task.loss, mask=mask)
-        if cell.clip_norm is not None:
-            optim.clip_grad_norm(grads, cell.clip_norm)
-        if cell.clip_value is not None:
-            optim.clip_grad_value(grads, cell.clip_value)
+        clip(cell, grads)
         opt.step(model.params, grads, state)
         return loss
 

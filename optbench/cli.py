@@ -13,8 +13,9 @@ import sys
 from optbench import __version__
 from optbench.errors import UsageError
 
-# name -> (module, one-line help). Modules are imported only when their command runs,
-# so `--help` stays fast and a missing optional dependency only affects its own command.
+# name -> (module, one-line help). The parser imports each module for its `configure`,
+# which must stay light: heavy imports (numba, pandas, ...) belong inside `run`, so that
+# `--help` stays fast and a missing optional dependency only affects its own command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("optbench._info", "versions, Numba threading, CPU, and GPU / CUDA-simulator availability"),
     "kernels": ("optbench.kernels", "time the optimizer steps against memory bandwidth and torch.optim"),

@@ -9,8 +9,9 @@ Tuning protocol (DeepOBS, Schneider et al. 2019; Crowded Valley, Schmidt et al. 
 
 - tier "tuned": each optimizer gets a log-spaced learning-rate grid centred on its
   default lr (`lr_grid`); the best lr per (optimizer, task, length, ...) is the one with
-  the best median validation metric over seeds, and test figures are reported for it
-  (`pick_lr`).
+  the best median rank over seeds, where within a seed solved cells rank by steps to
+  solve, then unsolved ones by validation metric, diverged ones last; test figures are
+  reported for it (`pick_lr`).
 - tier "defaults": each optimizer at its default hyper-parameters, untuned.
 
 A cell in both tiers (the grid's centre is the default lr) is one cell: run and stored once.

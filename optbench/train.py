@@ -70,7 +70,7 @@ def run_cell(cell: Cell) -> Result:
     """Train `cell` and return its Result; bad cells raise UsageError before any work."""
     started = perf_counter()
     task, length = _check(cell)
-    model, opt, state = _build(cell, task)
+    model, opt, state = build(cell, task)
     compile_s = _warm_up(cell, task, length, model, opt)
     run = _Loop(cell, task, length, model, opt, state)
     result = run.train()
@@ -99,7 +99,8 @@ def _check(cell: Cell) -> tuple[Task, int]:
     return task, length
 
 
-def _build(cell: Cell, task: Task):
+def build(cell: Cell, task: Task):
+    """(model, optimizer, state) of a cell, freshly initialised from its seed."""
     from optbench import nn, optim
 
     if cell.model not in nn.names():
@@ -117,7 +118,7 @@ def _build(cell: Cell, task: Task):
     return model, opt, opt.init(model.params)
 
 
-def _clip(cell: Cell, grads: np.ndarray) -> float:
+def clip(cell: Cell, grads: np.ndarray) -> float:
     """Clip in place as the cell says; return the global norm before clipping."""
     from optbench import optim
 
@@ -135,7 +136,7 @@ def _warm_up(cell, task, length, model, opt) -> float:
     x, y, mask = task.sample(np.random.default_rng(0), cell.batch_size, length)
     _, grads, _ = model.loss_and_grad(x, y, loss=task.loss, mask=mask)
     model.predict(x)
-    _clip(cell, grads)
+    clip(cell, grads)
     params = model.params.copy()
     opt.step(params, grads, opt.init(params))
     return perf_counter() - t
@@ -188,7 +189,7 @@ class _Loop:
             step += 1
             x, y, mask = task.sample(rng, cell.batch_size, length)
             loss, grads, diag = model.loss_and_grad(x, y, loss=task.loss, mask=mask)
-            norm = _clip(cell, grads)
+            norm = clip(cell, grads)
             losses.append(float(loss))
             norms.append(norm)
             if not (math.isfinite(losses[-1]) and math.isfinite(norm)) or losses[-1] > limit:

@@ -13,7 +13,7 @@ import pytest
 from optbench import tasks
 from optbench.cell import Cell
 from optbench.errors import UsageError
-from optbench.train import EVAL_CHUNK, _build, _Loop, run_cell
+from optbench.train import EVAL_CHUNK, _Loop, build, run_cell
 
 ADAM = {"lr": 1e-2}
 SMALL = Cell(task="adding", length=20, model="lstm", hidden=16, hparams=ADAM, steps=60,
@@ -80,7 +80,7 @@ def test_result_shape_and_contents():
 
 def test_evaluation_in_chunks_matches_one_pass():
     task = tasks.get("adding")
-    model, opt, state = _build(SMALL, task)
+    model, opt, state = build(SMALL, task)
     loop = _Loop(SMALL, task, SMALL.length, model, opt, state)
     assert len(loop.val.y) > EVAL_CHUNK
     whole = task.evaluate(model.predict(loop.val.x), loop.val)

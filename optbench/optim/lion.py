@@ -1,5 +1,5 @@
 r"""Lion: Chen et al. 2023, NeurIPS, "Symbolic Discovery of Optimization Algorithms",
-Algorithm 2, as the authors' lion_pytorch.py (lucidrains/lion-pytorch) implements it.
+Algorithm 2, as lion_pytorch.py (lucidrains/lion-pytorch) implements it.
 torch.optim has no Lion; names and defaults follow lion_pytorch: lr = 1e-4,
 betas = (0.9, 0.99), weight_decay = 0.
 
