@@ -76,6 +76,8 @@ def run(args) -> int:
               f"in {store.path}, {todo} to run {executor.name}", file=sys.stderr)
         if args.dry_run:
             return 0
+        if isinstance(executor, runner.Serial) and todo:
+            _warn_if_busy()
         progress = runner.Progress(bar=False if args.quiet else None)
         try:
             runner.execute(m, store, executor, progress=progress)
@@ -90,6 +92,27 @@ def run(args) -> int:
         print(summary(store.frames(matrix=m.name), m))
     print(f"results in {args.out}/: read them with optbench.load({args.out!r})", file=sys.stderr)
     return 0 if args.no_report else _report(args.out, m.name)
+
+
+def _warn_if_busy() -> None:
+    """Say so when other processes keep the cores busy: the threads of a Numba parallel
+    region wait for each other at its end, and a descheduled one costs a time slice, so a
+    shared core made a training step 10-200x slower here (one thread per process does not
+    suffer that; --workers gives each worker one)."""
+    import os
+
+    import numba
+
+    threads = numba.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        return
+    cores = os.cpu_count() or 1
+    if threads > 1 and load > 0.5 * cores:
+        print(f"note: the load average is {load:.1f} on {cores} cores before this run; Numba's "
+              f"{threads} threads slow down badly on busy cores: NUMBA_NUM_THREADS=1 or "
+              "--workers avoids that", file=sys.stderr)
 
 
 def _report(directory: str, matrix: str) -> int:

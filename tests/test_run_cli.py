@@ -1,5 +1,6 @@
 """`python -m optbench run`: its bad-input refusals and its plan."""
 
+import os
 import sqlite3
 
 import pytest
@@ -65,3 +66,18 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("matrix smoke: ") and "0 already in" in err
     assert load(str(tmp_path)).cells.empty
+
+
+@pytest.mark.parametrize("load, warned", [(0.3, False), (1.9, True)])
+def test_a_busy_machine_gets_a_note_about_numba_threads(monkeypatch, capsys, load, warned):
+    import numba
+
+    from optbench import run
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    run._warn_if_busy()
+    err = capsys.readouterr().err
+    assert ("NUMBA_NUM_THREADS=1" in err) is warned
+    assert err.count("\n") == int(warned)
