@@ -9,14 +9,22 @@ them; this does. It needs NVVM and NVRTC (no driver, no GPU):
         python tools/check_cuda_ptx.py [--cc 9.0]
 
 It covers the kernel tests' table of cases (tests/fixtures/optim_golden.json), so every
-code path of every rule is compiled. Exit status 1 if any kernel fails or uses float64.
+code path of every rule is compiled, for one model and for K models in one launch. Exit
+status 1 if any kernel fails or uses float64. With ptxas on PATH or beside NVVM (the nvcc
+wheel has it), it also prints each step kernel's registers per thread and stack frame: the
+registers set how many blocks fit on an SM (optbench.optim.tuning), a stack frame would
+mean the per-thread element arrays spilled out of registers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import types as pytypes
 from pathlib import Path
 
@@ -35,9 +43,11 @@ def main() -> int:
     dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=cc)
 
     from optbench import optim
-    from optbench.optim import cuda_kernels
+    from optbench.optim import cuda_kernels, tuning
 
     vec = types.Array(types.float32, 1, "C")
+    mat = types.Array(types.float32, 2, "C")
+    ptxas = _beside_nvvm("ptxas") or shutil.which("ptxas")  # NVVM's own: PTX versions match
     failures = 0
 
     def check(label, fn, sig, allow_f64=False):
@@ -52,23 +62,52 @@ def main() -> int:
         bad = f64 and not allow_f64
         failures += bool(bad)
         print(f"{'FAIL' if bad else 'ok  '}  {label}: {len(ptx.splitlines())} PTX lines, "
-              f"{f64} with .f64")
+              f"{f64} with .f64" + (_resources(ptxas, ptx, cc) if ptxas else ""))
 
+    per_thread = tuning.CUDA_ELEMENTS_PER_THREAD
     for case in json.loads(CASES.read_text())["cases"]:
         opt = optim.create(case["optimizer"], backend="numpy", **case["hparams"])
         state = opt.init(__import__("numpy").zeros(1, "float32"))
         state.step = 1
         nh = len(opt.spec.scalars(opt.hparams, state) + opt.spec.constants(opt.hparams))
-        kernel = cuda_kernels.step_kernel(opt.spec.rule, opt.spec.options(opt.hparams))
-        sig = (vec, vec, types.UniTuple(vec, len(opt.slots)), types.UniTuple(types.float32, nh))
+        rule, options, slots = opt.spec.rule, opt.spec.options(opt.hparams), len(opt.slots)
+        kernel = cuda_kernels.step_kernel(rule, options, slots, per_thread)
+        sig = (vec, vec, types.UniTuple(vec, slots), types.UniTuple(types.float32, nh))
         check(f"{case['optimizer']} {case['hparams']}", kernel.py_func, sig)
+        kernel = cuda_kernels.batched_step_kernel(rule, options, slots, per_thread, nh)
+        check(f"{case['optimizer']} {case['hparams']} batched", kernel.py_func,
+              (vec, vec, types.UniTuple(vec, slots), mat))
     check("sum_squares", cuda_kernels.sum_squares.py_func,
-          (vec, types.Array(types.float64, 1, "C")), allow_f64=True)
-    check("scale", cuda_kernels.scale.py_func, (vec, types.float32))
+          (mat, types.Array(types.float64, 2, "C")), allow_f64=True)
+    check("scale", cuda_kernels.scale.py_func, (mat, vec))
     check("clamp", cuda_kernels.clamp.py_func, (vec, types.float32))
     print("all kernels compile, float32 throughout the steps" if not failures
           else f"{failures} kernel(s) failed")
     return 1 if failures else 0
+
+
+def _beside_nvvm(tool: str) -> str | None:
+    """`tool` in the bin folder of the CUDA wheel whose libnvvm is on LD_LIBRARY_PATH."""
+    for lib in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep):
+        path = Path(lib).parent / "bin" / tool
+        if lib and path.is_file():
+            return str(path)
+    return None
+
+
+def _resources(ptxas: str, ptx: str, cc: tuple) -> str:
+    """', N registers, M bytes stack' of the PTX's kernel, as ptxas -v reports them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        out = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", str(src), "-o",
+                              str(Path(tmp) / "k.cubin")], capture_output=True, text=True)
+    info = out.stderr
+    if out.returncode or "Used " not in info:
+        return f", ptxas failed: {(info.strip() or str(out.returncode)).splitlines()[-1]}"
+    regs = info.split("Used ")[1].split(" registers")[0]
+    stack = info.split(" bytes stack frame")[0].rsplit(None, 1)[-1]
+    return f", {regs} registers, {stack} bytes stack"
 
 
 if __name__ == "__main__":
