@@ -1,7 +1,11 @@
 """`python -m optbench kernels --section batched` (K models in one step against K separate
-steps) and the CUDA plumbing of the kernels report, under the simulator."""
+steps) and the CUDA plumbing of the kernels report, under the simulator; and the GPU script
+tools/gpu_check.py, whose table is built from those reports."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +13,7 @@ from optbench.cli import main
 from optbench.kernels import seed_lstm_params
 from optbench.optim import tuning
 
+ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--repeat", "2", "--bandwidth-size", "16", "--no-torch", "--json"]
 
 
@@ -77,3 +82,20 @@ def test_bad_batched_options_are_refused_in_one_line(capsys, monkeypatch, args, 
     assert main(["kernels", "--section", "batched", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.cuda
+def test_the_gpu_script_runs_every_stage_under_the_simulator():
+    """tools/gpu_check.py --simulate: tests, sweep, kernels and batched stages all run and
+    the table names the simulator (its timings mean nothing)."""
+    out = subprocess.run([sys.executable, "tools/gpu_check.py", "--simulate"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = out.stdout[out.stdout.index("=" * 78):]
+    assert "card: CUDA simulator" in table and "timings mean nothing" in table
+    assert "passed" in table.split("cuda tests:")[1].splitlines()[0]
+    for heading in ("launch sweep, Adam", "kernels at 2^10", "issue 8 targets, Adam",
+                    "batched (K, P) step vs K separate launches"):
+        assert heading in table
+    assert table.rstrip().splitlines()[-1].startswith("all stages ran")
