@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("optbench._info", "versions, Numba threading, CPU, and GPU / CUDA-simulator availability"),
     "kernels": ("optbench.kernels", "time the optimizer steps against memory bandwidth and torch.optim"),
     "run": ("optbench.run", "run a benchmark matrix into a resumable results store"),
+    "report": ("optbench.report.cli", "tables, figures and one PDF from a results store"),
 }
 
 

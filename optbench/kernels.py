@@ -46,6 +46,9 @@ def configure(parser) -> None:
     parser.add_argument("--model", action="append", metavar="MODEL:H:T:B:I", dest="models",
                         help="a model configuration for the models section (repeatable; "
                         "default: the seed's LSTM at H=128, 32, 512, then GRU and RNN)")
+    parser.add_argument("--start-times", action="store_true",
+                        help="models section: also time fresh processes that take one "
+                        "training step, with an empty Numba cache (compiling), then warm")
     parser.add_argument("--optimizers", default=None,
                         help="comma-separated names (default: all)")
     parser.add_argument("--backends", default=None,
@@ -266,9 +269,11 @@ def run(args) -> int:
     if args.section in ("optimizers", "all"):
         report["rows"] = _optimizers(args, names, backends, sizes, torch, report)
     if args.section in ("models", "all"):
-        from optbench.nn.bench import bench_models
+        from optbench.nn.bench import bench_models, start_times
 
         report["models"] = bench_models(models, args.repeat, with_torch=torch is not None)
+        if args.start_times:
+            report["model_start_s"] = start_times()
     if args.section in ("batched", "all"):
         report["batched"] = _batched(args, names, backends, *batch, report)
     report["env"]["load_average_1min"] = load  # other processes' load skews every figure
@@ -431,11 +436,14 @@ def _text(report: dict) -> str:
     if "batched" in report:
         lines += ["", *_text_batched(report["batched"])]
     if "models" in report:
-        from optbench.nn.bench import format_rows
+        from optbench.nn.bench import format_rows, format_starts
 
-        lines += ["", "training steps (ms, median; speedup = torch ms / numba ms; GFLOP/s of the "
-                  "step's matrix products beside an SGEMM in this process; compile_s: the first "
-                  "call, not in ms):", format_rows(report["models"])]
+        lines += ["", "training steps (ms, median; serial: on one Numba thread; speedup = torch "
+                  "ms / numba ms; GFLOP/s of the step's matrix products beside an SGEMM in this "
+                  "process; compile_s: the first call, not in ms; load: 1-min load average at "
+                  "the row's start):", format_rows(report["models"])]
+        if "model_start_s" in report:
+            lines.append(format_starts(report["model_start_s"]))
     return "\n".join(lines)
 
 

@@ -38,6 +38,8 @@ def configure(parser) -> None:
                         help="one log line per finished cell instead of the progress bar")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the input and print the plan; run nothing")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write the report (DIR/reports/MATRIX.pdf) at the end")
 
 
 def _int(text: str):
@@ -86,8 +88,21 @@ def run(args) -> int:
             return 130 if isinstance(exc, KeyboardInterrupt) else 1
         progress.close()
         print(summary(store.frames(matrix=m.name), m))
-    # The report (a later issue) is built here, from the same directory.
     print(f"results in {args.out}/: read them with optbench.load({args.out!r})", file=sys.stderr)
+    return 0 if args.no_report else _report(args.out, m.name)
+
+
+def _report(directory: str, matrix: str) -> int:
+    """The hook to `optbench.report`: this matrix's report, written beside its store."""
+    from optbench.report.cli import summary as report_summary
+    from optbench.report.document import build
+
+    try:
+        print(report_summary(build(directory, matrix=matrix)), file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"interrupted while writing the report; every cell is stored in {directory}/: "
+              f"python -m optbench report {directory} writes it", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -23,6 +23,8 @@ def test_bench_rows_without_torch():
         assert set(r) == set(bench.FIELDS)
         assert r["numba_ms"] > 0 and r["gflops"] > 0 and r["sgemm_gflops"] > 0
         assert r["torch_ms"] is None and r["speedup"] is None
+        assert (r["serial_ms"] > 0) if r["threads"] > 1 else r["serial_ms"] is None
+        assert r["load"] >= 0
         assert r["compile_s"] >= 0
     assert "gflops" in bench.format_rows(rows).splitlines()[0]
 
@@ -30,7 +32,7 @@ def test_bench_rows_without_torch():
 def test_bench_command_line(capsys):
     assert bench.main(["--config", "lstm:4:3:2:2", "--repeat", "1", "--no-torch", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["rows"][0]["model"] == "lstm" and out["warm_start_s"] is None
+    assert out["rows"][0]["model"] == "lstm" and out["start_s"] is None
 
 
 @pytest.mark.parametrize("text", ["lstm:4:3:2", "conv:4:3:2:2", "lstm:0:3:2:2", "lstm:a:3:2:2"])
@@ -52,6 +54,22 @@ def test_kernels_command_has_a_models_section(capsys):
     assert main(["kernels", "--section", "models", "--model", "rnn:4", "--no-torch"]) == 2
     err = capsys.readouterr().err
     assert "MODEL:H:T:B:I" in err and err.count("\n") == 1
+
+
+def test_kernels_text_has_the_columns_and_the_start_times(capsys, monkeypatch):
+    from optbench.cli import main
+
+    monkeypatch.setattr(bench, "start_times", lambda: {"cold_s": 41.0, "warm_s": [1.25, 1.5]})
+    assert main(["kernels", "--section", "models", "--model", "gru:5:3:9:2", "--repeat", "2",
+                 "--no-torch", "--start-times"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out.index(next(line for line in out if "numba_ms" in line))
+    for column in ("numba_ms", "serial_ms", "torch_ms", "speedup", "gflops", "sgemm_gflops",
+                   "compile_s", "load"):
+        assert column in out[header].split()
+    assert out[header + 1].split()[:5] == ["gru", "5", "3", "9", "2"]
+    assert out[header + 2] == ("fresh process, import + build + one training step (s): "
+                               "empty cache (compiles) 41.0, warm cache 1.25, 1.50")
 
 
 _PROBE = """
@@ -78,3 +96,56 @@ def test_a_second_process_loads_every_kernel_from_the_disk_cache():
     probe()  # fills the cache if this checkout has not compiled these kernels yet
     second = probe()
     assert all(hits > 0 and misses == 0 for hits, misses in second.values()), second
+
+
+_STALE_PROBE = """
+import numpy as np
+from optbench.nn import losses
+dy = np.zeros((1, 2, 1), np.float32)
+losses.mse(np.ones((1, 2, 1), np.float32), np.zeros((2, 1, 1), np.float32),
+           np.ones((2, 1), np.float32), 2.0, dy)
+print(sum(losses.mse.stats.cache_hits.values()), sum(losses.mse.stats.cache_misses.values()))
+"""
+
+
+def test_the_disk_cache_goes_stale_when_another_module_of_nn_changes(tmp_path):
+    """Numba stamps a cached kernel with its own file only; optbench.nn._jit.kernel adds
+    every module of optbench.nn and the vector layout, so an edit of a callee elsewhere
+    (here a comment in _gemm.py, in a copy of the package) recompiles the callers."""
+    import shutil
+
+    shutil.copytree(ROOT / "optbench", tmp_path / "optbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PATH": "", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def probe(**extra):
+        out = subprocess.run([sys.executable, "-c", _STALE_PROBE], cwd=tmp_path,
+                             env=env | extra, capture_output=True, text=True, check=True)
+        return tuple(map(int, out.stdout.split()))
+
+    assert probe() == (0, 1)  # compiled
+    assert probe() == (1, 0)  # loaded
+    with open(tmp_path / "optbench" / "nn" / "_gemm.py", "a") as f:
+        f.write("# an edit\n")
+    assert probe() == (0, 1)
+    assert probe(OPTBENCH_NN_VECTOR_BYTES="32") == (0, 1)
+    assert probe(OPTBENCH_NN_VECTOR_BYTES="32") == (1, 0)
+
+
+def test_every_kernel_of_nn_carries_the_package_stamp():
+    import importlib
+    import pkgutil
+
+    from numba.core.registry import CPUDispatcher
+
+    from optbench import nn
+    from optbench.nn import _jit
+
+    found = 0
+    for info in pkgutil.iter_modules(nn.__path__):
+        module = importlib.import_module(f"optbench.nn.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, CPUDispatcher) and obj.__module__ == module.__name__:
+                assert obj._cache._cache_file._source_stamp[1] == _jit.STAMP, obj
+                found += 1
+    assert found >= 15

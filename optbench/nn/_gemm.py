@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
-from optbench.nn._jit import JIT, MR, NV, VECTOR_BYTES
+from optbench.nn._jit import MR, NV, VECTOR_BYTES, kernel
 
 ensure_blas()  # numba's BLAS entry points come from scipy.linalg.cython_blas
 
@@ -96,7 +96,7 @@ def _tile(typingctx, mr, nv, acc, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c
     return sig, codegen
 
 
-@njit(**JIT)
+@kernel
 def _tiles(rows, acc, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
     """One literal instantiation of `_tile` per (rows, acc): rows < MR only at a chunk's end."""
     if rows == MR:
@@ -120,7 +120,7 @@ def _tiles(rows, acc, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
         _tile(1, NV, False, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
 
 
-@njit(**JIT)
+@kernel
 def mm(a, a_col, data, pk, c, c_col, lo, hi, acc):
     """C[r, c_col + p*NR + j] (+)= sum_k A[r, a_col + k] * P_p[k, j] for rows lo <= r < hi.
 
@@ -138,7 +138,7 @@ def mm(a, a_col, data, pk, c, c_col, lo, hi, acc):
                    data, off, nr, c, r * ldc + c_col + p * nr, ldc)
 
 
-@njit(**JIT)
+@kernel
 def mm_tn(a, b, c, panels, kc):
     """C[m0:m1, p*NR : (p+1)*NR] = A[:, m0:m1]^T @ B[:, p*NR : (p+1)*NR] for each row
     (p, m0, m1) of `panels`: sums over all rows k of A (K x M) and B (K x N), both
@@ -161,7 +161,7 @@ def mm_tn(a, b, c, panels, kc):
                        b, k0 * ldb + p * nr, ldb, c, r * ldc + p * nr, ldc)
 
 
-@njit(**JIT)
+@kernel
 def pack(b, data, pk):
     """Lay out the logical right operand `b` (K x N) in panels (module docstring)."""
     nr = NV * VECTOR_BYTES // data.itemsize
@@ -193,7 +193,7 @@ _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
     types.voidptr, types.voidptr, types.intp))
 
 
-@njit(**JIT)
+@kernel
 def gemm(trans_a, a, b, beta, c):
     """C = op(A) @ B + beta * C with scipy's BLAS; op(A) = A.T if trans_a else A.
 

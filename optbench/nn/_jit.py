@@ -1,7 +1,8 @@
 """The one place that owns the model kernels' tunables and Numba options.
 
-Every `@njit` in `optbench.nn` takes its options from here, and each Python function is
-compiled with exactly one option set (Numba's on-disk cache keys ignore jit options).
+Every kernel in `optbench.nn` is compiled by `kernel` below, with the options from here,
+and each Python function with exactly one option set (Numba's on-disk cache keys ignore
+jit options).
 
 fastmath: 'contract' lets LLVM fuse a*b + c into an FMA and 'reassoc' lets it vectorize
 sums (e.g. the squared norm of dL/dh_t over the hidden units); 'nnan' / 'ninf' are left
@@ -12,9 +13,12 @@ stay bit-identical from run to run.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 import llvmlite.binding as llvm
+from numba import njit
 
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -28,7 +32,7 @@ JIT_PARALLEL = {**JIT, "parallel": True}
 # operand times NV vectors of VECTOR_BYTES. With AVX-512 that is 4 x 32 float32 (8 zmm
 # accumulators); with AVX2 4 x 16 float32 (8 ymm), so neither spills registers.
 # OPTBENCH_NN_VECTOR_BYTES=32 forces the AVX2 layout (for tests on an AVX-512 machine);
-# Numba's cache does not see it, so use it only with a NUMBA_CACHE_DIR of its own.
+# it is part of the kernels' cache stamp (`kernel`), so switching it recompiles them.
 MR = 4
 NV = 2
 VECTOR_BYTES = int(os.environ.get("OPTBENCH_NN_VECTOR_BYTES", 0)) or (
@@ -47,3 +51,33 @@ def panel_width(itemsize: int) -> int:
 # predict / loss without backward stream through time (two state slots, not T); this
 # caps the rows of one such pass so that its buffers stay small.
 EVAL_ROWS = 256
+
+
+def sources_stamp(directory: Path, vector_bytes: int) -> str:
+    """sha256 over every module in `directory` and the vector layout."""
+    digest = hashlib.sha256(f"VECTOR_BYTES={vector_bytes}".encode())
+    for path in sorted(Path(directory).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+STAMP = sources_stamp(Path(__file__).parent, VECTOR_BYTES)
+
+
+def kernel(fn=None, *, parallel: bool = False):
+    """`njit` with JIT (or JIT_PARALLEL), and an on-disk cache that goes stale whenever
+    any module of optbench.nn changes or VECTOR_BYTES does.
+
+    Numba stamps a cached function with the hash of its own file only, so an edit of a
+    callee in another module (_gemm.mm, _act.tanh, a constant here) would leave the
+    callers' stale machine code in use, in this checkout and in every process after it.
+    The stamp is set on Numba's cache object (a private attribute: a Numba release
+    that renames it fails here, at import, rather than serving stale code).
+    """
+    def wrap(f):
+        dispatcher = njit(**(JIT_PARALLEL if parallel else JIT))(f)
+        index = dispatcher._cache._cache_file
+        index._source_stamp = (index._source_stamp, STAMP)
+        return dispatcher
+
+    return wrap if fn is None else wrap(fn)

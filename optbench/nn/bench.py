@@ -2,16 +2,18 @@
 
     python -m optbench.nn.bench                       # the default configurations
     python -m optbench.nn.bench --config lstm:128:100:32:2 --repeat 30 --json
-    python -m optbench.nn.bench --warm-start          # also: a fresh process, warm cache
+    python -m optbench.nn.bench --start-times         # also: fresh processes, cold and warm cache
 
 One step is what the training loop does: `loss_and_grad` (forward, BPTT, weight
 gradients) and an Adam step on the flat parameter vector (optbench.optim, backend "cpu").
-The PyTorch column is nn.LSTM / nn.GRU / nn.RNN (batch_first) + nn.Linear +
-torch.optim.Adam, MSE on the last step, with as many threads as Numba uses. Both run in
-this process, in alternating turns of TURN steps (ours, theirs, theirs, ours, ...) so
-that a noisy machine hits both alike; the first step of a turn is not timed, because the
-other library's worker threads spin for a while after their last task and would be
-counted against this one. Figures are medians. Compile time is kept out: each side runs
+`numba_ms` runs it on Numba's threads, `serial_ms` on one thread (no parallel region
+wakes another thread). The PyTorch column is nn.LSTM / nn.GRU / nn.RNN (batch_first) +
+nn.Linear + torch.optim.Adam, MSE on the last step, with as many threads as Numba uses.
+All run in this process, in rotating turns of TURN steps so that a noisy machine hits
+them alike; the first step of a turn is not timed, because the previous turn's worker
+threads spin for a while after their last task and would be counted against this one.
+Figures are medians; `load` is the 1-minute load average when the row started (on a
+shared machine the figures mean little without it). Compile time is kept out: each side runs
 once before timing, and that first call is reported on its own (`compile_s`; loaded from
 Numba's on-disk cache when `from_cache`). GFLOP/s counts the matrix products of the step
 (`Model.flops`) and sits next to a large SGEMM timed in this process through the same BLAS.
@@ -24,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -32,8 +35,8 @@ import numpy as np
 CONFIGS = (("lstm", 128, 100, 32, 2), ("lstm", 32, 100, 32, 2), ("lstm", 512, 100, 32, 2),
            ("gru", 128, 100, 32, 2), ("rnn", 128, 100, 32, 2))
 TURN = 5
-FIELDS = ("model", "H", "T", "B", "I", "numba_ms", "torch_ms", "speedup", "gflops",
-          "sgemm_gflops", "compile_s", "from_cache", "threads")
+FIELDS = ("model", "H", "T", "B", "I", "numba_ms", "serial_ms", "torch_ms", "speedup",
+          "gflops", "sgemm_gflops", "compile_s", "from_cache", "threads", "load")
 
 
 def _ours(kind, H, T, B, I, rng):
@@ -116,50 +119,77 @@ def bench_models(configs=CONFIGS, repeat: int = 20, with_torch: bool | None = No
     sgemm = sgemm_gflops()
     rows = []
     for kind, H, T, B, I in configs:
+        load = os.getloadavg()[0]
         rng = np.random.default_rng(0)
         model, ours = _ours(kind, H, T, B, I, rng)
         first = _timed(ours)
-        theirs = _torch(kind, H, T, B, I, rng) if with_torch else None
-        if theirs is not None:
-            theirs()
-        t_ours, t_theirs = [], []
-        sides = [(ours, t_ours)] + ([(theirs, t_theirs)] if theirs is not None else [])
-        while len(t_ours) < repeat:
-            for step, times in sides:
-                times.extend(_timed(step) for _ in range(TURN))
-                del times[-TURN]  # the turn's first step
-            sides.reverse()
-        ms = float(np.median(t_ours)) * 1e3
-        torch_ms = float(np.median(t_theirs)) * 1e3 if t_theirs else None
+        sides = {"numba": ours}
+        if threads > 1:
+            sides["serial"] = _on_one_thread(ours)
+        if with_torch:
+            sides["torch"] = _torch(kind, H, T, B, I, rng)
+        for name in list(sides)[1:]:
+            sides[name]()  # warm up
+        times = {name: [] for name in sides}
+        order = list(sides)
+        while len(times["numba"]) < repeat:
+            for name in order:
+                times[name].extend(_timed(sides[name]) for _ in range(TURN))
+                del times[name][-TURN]  # the turn's first step
+            order = order[1:] + order[:1]
+        ms = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
         stats = model.spec.forward.stats
         rows.append({
             "model": kind, "H": H, "T": T, "B": B, "I": I,
-            "numba_ms": ms, "torch_ms": torch_ms,
-            "speedup": torch_ms / ms if torch_ms else None,
-            "gflops": model.flops(B, T) / ms / 1e6, "sgemm_gflops": sgemm,
-            "compile_s": max(0.0, first - ms / 1e3),
+            "numba_ms": ms["numba"], "serial_ms": ms.get("serial"), "torch_ms": ms.get("torch"),
+            "speedup": ms["torch"] / ms["numba"] if "torch" in ms else None,
+            "gflops": model.flops(B, T) / ms["numba"] / 1e6, "sgemm_gflops": sgemm,
+            "compile_s": max(0.0, first - ms["numba"] / 1e3),
             "from_cache": bool(stats.cache_hits) and not stats.cache_misses,
-            "threads": threads,
+            "threads": threads, "load": load,
         })
     return rows
 
 
-def warm_start(kind: str = "lstm", runs: int = 2) -> list[float]:
-    """Seconds for a fresh Python process to import optbench.nn, build a model and run
-    one loss_and_grad (seed configuration), `runs` times in a row: the first may compile
-    and fill Numba's on-disk cache, the later ones start warm from it."""
-    code = ("from optbench import nn; import numpy as np; "
-            f"m = nn.build({kind!r}, 2, 128, 1); "
-            "m.loss_and_grad(np.zeros((32, 100, 2), np.float32), np.zeros((32, 1), np.float32))")
+def _on_one_thread(step):
+    import numba
+
+    def serial():
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            step()
+        finally:
+            numba.set_num_threads(before)
+
+    return serial
+
+
+_START = """
+import numpy as np
+from optbench import nn, optim
+model = nn.build({kind!r}, 2, 128, 1)
+adam = optim.create("adam", backend="cpu")
+grads = model.loss_and_grad(np.zeros((32, 100, 2), np.float32), np.zeros((32, 1), np.float32))[1]
+adam.step(model.params, grads, adam.init(model.params))
+"""
+
+
+def start_times(kind: str = "lstm", warm_runs: int = 2) -> dict:
+    """Seconds for a fresh Python process to import optbench, build a model and take one
+    training step (loss_and_grad + Adam) at the seed's configuration: first with an empty
+    Numba cache of its own, so that every kernel compiles (`cold_s`), then `warm_runs`
+    times loading them from the cache that run left (`warm_s`)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, env=env)
-        out.append(time.perf_counter() - t)
-    return out
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+        times = []
+        for _ in range(1 + warm_runs):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", _START.format(kind=kind)], check=True, env=env)
+            times.append(time.perf_counter() - t)
+    return {"cold_s": times[0], "warm_s": times[1:]}
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -194,8 +224,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         + ", ".join(":".join(map(str, c)) for c in CONFIGS))
     parser.add_argument("--repeat", type=int, default=20, help="timed steps per side")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    parser.add_argument("--warm-start", action="store_true",
-                        help="also time fresh processes that load the kernels from the cache")
+    parser.add_argument("--start-times", action="store_true",
+                        help="also time fresh processes that take one step: with an empty "
+                        "Numba cache (compiling), then warm from it")
     parser.add_argument("--json", action="store_true", help="rows as JSON")
 
 
@@ -206,15 +237,20 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1; got {args.repeat}")
     rows = bench_models(configs, args.repeat, with_torch=False if args.no_torch else None)
-    warm = warm_start() if args.warm_start else None
+    starts = start_times() if args.start_times else None
     if args.json:
-        print(json.dumps({"rows": rows, "warm_start_s": warm}, indent=1))
+        print(json.dumps({"rows": rows, "start_s": starts}, indent=1))
     else:
         print(format_rows(rows))
-        if warm:
-            print("fresh process, import + build + one step (s): "
-                  + ", ".join(f"{w:.2f}" for w in warm) + " (the first may compile)")
+        if starts:
+            print(format_starts(starts))
     return 0
+
+
+def format_starts(starts: dict) -> str:
+    return ("fresh process, import + build + one training step (s): "
+            f"empty cache (compiles) {starts['cold_s']:.1f}, warm cache "
+            + ", ".join(f"{w:.2f}" for w in starts["warm_s"]))
 
 
 def main(argv=None) -> int:

@@ -19,17 +19,17 @@ The first term is left in dh by the element-wise step (`carried` in dh_step).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from optbench.nn._act import sigmoid, tanh
 from optbench.nn._bptt import CellSpec, dh_step, start_state
 from optbench.nn._gemm import mm
-from optbench.nn._jit import JIT_PARALLEL
+from optbench.nn._jit import kernel
 
 _ONE = np.float32(1.0)
 
 
-@njit(**JIT_PARALLEL)
+@kernel(parallel=True)
 def gru_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden,
                 hp, every):
     """As lstm_forward; `c` is unused (no cell state) and may be empty."""
@@ -59,7 +59,7 @@ def gru_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
                 mm(zn, 0, head_data, head_pk, y[t % y.shape[0]], 0, lo, hi, False)
 
 
-@njit(**JIT_PARALLEL)
+@kernel(parallel=True)
 def gru_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, scratch,
                  norms, rows, hidden, hp, every):
     """As lstm_backward; `c` is unused, `scratch` (B, H) holds d pre_z for a moment."""

@@ -19,12 +19,11 @@ Sums are accumulated in float64.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from optbench.nn._jit import JIT
+from optbench.nn._jit import kernel
 
 
-@njit(**JIT)
+@kernel
 def mse(yhat, y, mask, denom, dy):
     steps, batch, outs = dy.shape
     total = 0.0
@@ -39,7 +38,7 @@ def mse(yhat, y, mask, denom, dy):
     return total
 
 
-@njit(**JIT)
+@kernel
 def xent(yhat, y, mask, denom, dy):
     steps, batch, outs = dy.shape
     total = 0.0

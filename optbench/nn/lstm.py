@@ -22,17 +22,17 @@ products.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from optbench.nn._act import sigmoid, tanh
 from optbench.nn._bptt import CellSpec, dh_step, start_state
 from optbench.nn._gemm import mm
-from optbench.nn._jit import JIT_PARALLEL
+from optbench.nn._jit import kernel
 
 _ONE = np.float32(1.0)
 
 
-@njit(**JIT_PARALLEL)
+@kernel(parallel=True)
 def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden,
                  hp, every):
     """Forward over x (B, T, I). Slots are taken modulo the buffers' first dimension:
@@ -70,7 +70,7 @@ def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidd
                 mm(zn, 0, head_data, head_pk, y[t % y.shape[0]], 0, lo, hi, False)
 
 
-@njit(**JIT_PARALLEL)
+@kernel(parallel=True)
 def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, norms,
                   rows, hidden, hp, every):
     """BPTT: overwrites g with dL/d(pre-activations) and norms[b, t] with ||dL/dh_t[b]||."""

@@ -1,11 +1,12 @@
 """A one-layer recurrent model with a dense head, its flat parameter vector, and the
 Python side of the passes: input checks, work buffers, and the kernel calls.
 
-One call of `loss_and_grad` runs five compiled functions: pack the weights, the forward
-kernel (one batch chunk per thread, all time steps), the loss, the backward kernel
-(same chunks), and the weight gradients (one product over all steps, split by columns
-between the threads). Work buffers are kept per input shape and reused, so a warm call
-allocates only its small results. A model is not safe to call from two threads at once.
+One call of `loss_and_grad` runs five compiled functions: pack the weights (serial), the
+forward kernel (one batch chunk per thread, all time steps), the loss (serial), the
+backward kernel (same chunks), and the weight gradients (one product over all steps,
+split by columns between the threads): three parallel regions. Work buffers are kept
+per input shape and reused, so a warm call allocates only its small results. A model is
+not safe to call from two threads at once.
 """
 
 from __future__ import annotations

@@ -11,17 +11,17 @@ Pascanu, Mikolov & Bengio 2013), the contrast the benchmark measures.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from optbench.nn._act import tanh
 from optbench.nn._bptt import CellSpec, dh_step, start_state
 from optbench.nn._gemm import mm
-from optbench.nn._jit import JIT_PARALLEL
+from optbench.nn._jit import kernel
 
 _ONE = np.float32(1.0)
 
 
-@njit(**JIT_PARALLEL)
+@kernel(parallel=True)
 def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden, hp,
                 every):
     """As lstm_forward; `c` is unused (no cell state) and may be empty."""
@@ -44,7 +44,7 @@ def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
                 mm(zn, 0, head_data, head_pk, y[t % y.shape[0]], 0, lo, hi, False)
 
 
-@njit(**JIT_PARALLEL)
+@kernel(parallel=True)
 def rnn_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, norms,
                  rows, hidden, hp, every):
     """As lstm_backward; `c` and `dc` are unused."""

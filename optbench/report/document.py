@@ -1,0 +1,561 @@
+"""The report: plan the pages, render each one, write the PDF, the PNGs and the tables.
+
+    report = build("results", out="reports/quick.pdf")
+
+Output, for `--out reports/NAME.pdf`:
+
+    reports/NAME.pdf                   every page below, A4 landscape
+    reports/NAME/tables/tuned.{csv,md,tex}      per problem: the tuned tier's table
+    reports/NAME/tables/defaults.{csv,md,tex}   the same at default hyper-parameters
+    reports/NAME/tables/ranking_TIER.{csv,md,tex}
+    reports/NAME/tables/missing.csv    only when cells are missing
+    reports/NAME/figures/*.png         each figure page of the PDF, caption included
+
+Pages: a title page (matrix, environment, dates, contents, what is missing), a summary
+(rankings of both tiers, performance profiles), one section per task (tables, success
+heatmap, learning curves, learning-rate sensitivity, gradient flow per problem) and, when a
+kernel benchmark is there, its throughput against the measured memory bandwidth. The PDF is
+drawn by matplotlib alone (no LaTeX).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from optbench import tasks
+from optbench.errors import UsageError
+from optbench.report import data as D
+from optbench.report import figures as F
+from optbench.report import tables as T
+from optbench.store import FILENAME
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
+PNG_DPI = 100
+TABLES_PER_PAGE = 2
+WINNERS_PER_PAGE = 20
+WINNERS_ON_SUMMARY = 10  # up to this many problems, their table goes under the rankings
+PANELS_PER_PAGE = 6
+CAPTION_CHARS = 165  # caption line width at CAPTION_FONT on an A4 landscape page
+CAPTION_FONT = 9.5
+KERNELS_FILE = "kernels.json"  # read from the results directory when there
+
+
+@dataclass
+class Page:
+    section: str  # "title", "summary", a task's name, or "kernels"
+    kind: str  # what the page shows: "tables-tuned", "curves", "grad-flow", ...
+    title: str
+    caption: str
+    draw: Callable = field(repr=False)  # draw(subfigure): the page's body
+    png: str | None = None  # file stem of the figure's PNG; None for text pages
+
+
+@dataclass
+class Report:
+    """What `build` wrote, and what it saw."""
+
+    pdf: str
+    pages: list[Page]
+    tables: list[str]
+    figures: list[str]
+    missing: "pd.DataFrame"  # data.missing(): per (problem, entrant), cells planned, missing
+    finished: int
+    planned: int
+
+    @property
+    def complete(self) -> bool:
+        return self.finished == self.planned
+
+
+def default_out(directory: str, matrix: str) -> str:
+    return os.path.join(directory, "reports", f"{_slug(matrix)}.pdf")
+
+
+def check_out(out: str) -> str:
+    """UsageError, one line, unless `out` is a .pdf path whose directory can be written."""
+    if not out.lower().endswith(".pdf"):
+        raise UsageError(f"--out {out!r}: the report is a PDF; give a path ending in .pdf")
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out!r}: cannot create {parent!r} ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out!r}: {parent!r} is not writable")
+    return out
+
+
+def build(directory: str, out: str | None = None, matrix: str | None = None,
+          kernels: str | None = None) -> Report:
+    """Write the report of `matrix` (default: the latest) in the store at `directory`.
+
+    `kernels`: a `python -m optbench kernels --json` output file (default:
+    DIR/kernels.json when it exists). Every input is checked before anything is drawn.
+    """
+    data = D.load(directory, matrix)
+    if kernels is None and os.path.exists(os.path.join(directory, KERNELS_FILE)):
+        kernels = os.path.join(directory, KERNELS_FILE)
+    bench = D.kernel_throughput(kernels) if kernels is not None else None
+    out = check_out(out or default_out(directory, data.name))  # the last check: it makes dirs
+
+    companion = os.path.splitext(out)[0]
+    content = _Content(data, bench, kernels)
+    tables = content.write_tables(os.path.join(companion, "tables"))
+    pages = content.plan()
+    figures = _render(pages, out, os.path.join(companion, "figures"), content)
+    return Report(out, pages, tables, figures, content.missing, content.finished,
+                  content.planned)
+
+
+# -- content ---------------------------------------------------------------------------------
+class _Content:
+    """The data of one report, computed once, and the pages that show it."""
+
+    def __init__(self, data, bench, kernels_path):
+        self.data, self.bench, self.kernels_path = data, bench, kernels_path
+        self.tiers = data.tiers
+        self.tables = {t: D.problem_table(data, t) for t in self.tiers}
+        self.rankings = {t: D.ranking(self.tables[t]) for t in self.tiers}
+        self.profiles = {t: D.profile_curves(D.performance_profile(self.tables[t]))
+                         for t in self.tiers}
+        # Figures show the tuned tier; a matrix of defaults only shows its defaults.
+        self.tier = "tuned" if "tuned" in self.tiers else self.tiers[0]
+        self.curves = D.learning_curves(data, self.tier)
+        self.flow = D.grad_flow(data, self.tier)
+        self.sensitivity = D.lr_sensitivity(data) if "tuned" in self.tiers else None
+        self.winners = D.winners(self.tables[self.tier])
+        self.missing = D.missing(data)
+        self.planned = data.members["key"].nunique()
+        self.finished = len(data.cells)
+        self.colour = F.colours(data.entrants)
+
+    def write_tables(self, directory: str) -> list[str]:
+        paths = []
+        for tier in self.tiers:
+            paths += T.write(directory, tier, self.tables[tier], list(T.problems(
+                self.tables[tier])), f"{self.data.name}: tier {tier} ({_TIER[tier]})")
+            paths += T.write(directory, f"ranking_{tier}", self.rankings[tier],
+                             [("ranking", T.ranking_display(self.rankings[tier]))],
+                             f"{self.data.name}: ranking, tier {tier}")
+        paths += T.write(directory, f"winners_{self.tier}", self.winners,
+                         [("per problem", T.winners_display(self.winners))],
+                         f"{self.data.name}: fastest and best per problem, tier {self.tier}")
+        if not self.missing.empty:
+            path = os.path.join(directory, "missing.csv")
+            self.missing.to_csv(path, index=False)
+            paths.append(path)
+        return paths
+
+    # -- pages -------------------------------------------------------------------------------
+    def plan(self) -> list[Page]:
+        pages = [Page("title", "title", f"optbench report: matrix {self.data.name}", "",
+                      self._title_page),
+                 Page("summary", "ranking", "Summary: which optimizer, across all problems",
+                      _RANKING_CAPTION.format(tau=D.TAU_MAX), self._ranking_page)]
+        chunks = _chunks(list(range(len(self.winners))), WINNERS_PER_PAGE)
+        if len(self.winners) <= WINNERS_ON_SUMMARY:  # they fit under the rankings
+            pages[-1].caption += "\n\n" + _WINNERS_CAPTION.format(tier=self.tier)
+            chunks = []
+        pages += [Page("summary", "winners", _numbered("Summary: which optimizer, for which "
+                                                       "problem", i, len(chunks)),
+                       _WINNERS_CAPTION.format(tier=self.tier),
+                       lambda fig, c=chunk: self._winners_page(fig, c))
+                  for i, chunk in enumerate(chunks)]
+        pages.append(Page("summary", "profiles", "Performance profiles",
+                          _PROFILE_CAPTION.format(n=self._problems(), tau=D.TAU_MAX),
+                          self._profile_page, "summary-profiles"))
+        for task in self._tasks():
+            pages += self._task_pages(task)
+        if self.bench is not None:
+            pages.append(Page("kernels", "kernels", "Optimizer kernels against memory bandwidth",
+                              _KERNELS_CAPTION.format(path=self.kernels_path),
+                              self._kernel_page, "kernels"))
+        self.pages = pages
+        return pages
+
+    def _tasks(self) -> list[str]:
+        done = set(self.data.cells["task"])
+        return [t for t in self.data.config["tasks"] if t in done]
+
+    def _problems(self) -> int:
+        return len(self.tables[self.tier][D.PROBLEM].drop_duplicates())
+
+    def _task_pages(self, task: str) -> list[Page]:
+        t = tasks.get(task)
+        doc = _first_paragraph(sys.modules[type(t).__module__].__doc__)
+        pages = []
+        for tier in self.tiers:
+            table = self.tables[tier][self.tables[tier]["task"] == task]
+            chunks = _chunks(list(table.groupby(D.PROBLEM, sort=False)), TABLES_PER_PAGE)
+            for i, chunk in enumerate(chunks):
+                caption = _TABLE_CAPTION[tier] + " " + _TABLE_COMMON
+                if not pages:  # the section's first page says what the task is
+                    caption = f"{task}: {doc}\n\n{caption}"
+                pages.append(Page(task, f"tables-{tier}", _numbered(
+                    f"{task}: tier {tier} ({_TIER[tier]})", i, len(chunks)), caption,
+                    lambda fig, c=chunk: self._tables_page(fig, c)))
+        tier = self.tier
+        if not (self.tables[tier]["task"] == task).any():  # only the other tier has cells
+            return pages
+        pages.append(Page(task, "success", f"{task}: how long a dependency each optimizer learns",
+                          _SUCCESS_CAPTION.format(tier=_TIER_SHORT[tier]),
+                          lambda fig: self._success_page(fig, task), f"{task}-success"))
+        problems = list(self.curves[self.curves["task"] == task].groupby(D.PROBLEM, sort=False))
+        better = "Higher" if t.higher_is_better else "Lower"
+        scale = "linear scale" if t.higher_is_better else "log scale"
+        chunks = _chunks(problems, PANELS_PER_PAGE)
+        for i, chunk in enumerate(chunks):
+            keys = [p for p, _ in chunk]
+            pages.append(Page(task, "curves", _numbered(f"{task}: learning curves", i,
+                                                        len(chunks)),
+                              _CURVES_CAPTION.format(tier=_TIER_SHORT[tier], metric=t.metric_name,
+                                                     better=better, scale=scale),
+                              lambda fig, k=keys: self._curves_page(fig, k),
+                              f"{task}-curves{_suffix(i)}"))
+        if self.sensitivity is not None:
+            sens = list(self.sensitivity[self.sensitivity["task"] == task].groupby(
+                D.PROBLEM, sort=False))
+            chunks = _chunks(sens, PANELS_PER_PAGE)
+            for i, chunk in enumerate(chunks):
+                keys = [p for p, _ in chunk]
+                pages.append(Page(task, "lr", _numbered(f"{task}: learning-rate sensitivity", i,
+                                                        len(chunks)),
+                                  _LR_CAPTION.format(metric=t.metric_name, better=better),
+                                  lambda fig, k=keys: self._lr_page(fig, k),
+                                  f"{task}-lr{_suffix(i)}"))
+        flow = self.flow[self.flow["task"] == task]
+        for problem, _ in flow.groupby(D.PROBLEM, sort=False):
+            name = D.problem_label(*problem)
+            pages.append(Page(task, "grad-flow", f"Gradient flow: {name}",
+                              _FLOW_CAPTION[t.head].format(tier=_TIER_SHORT[tier],
+                                                           T=t.steps(problem[1])),
+                              lambda fig, p=problem: self._flow_page(fig, p),
+                              f"{task}-grad-flow-T{problem[1]}-{problem[2]}{problem[3]}"))
+        return pages
+
+    # -- page bodies -------------------------------------------------------------------------
+    def _title_page(self, fig) -> None:
+        d = self.data
+        cfg = d.config
+        left = ["Question", "  Which optimizer trains a recurrent network across a long time "
+                "lag, how fast, and why?", "", "Matrix"]
+        left += [f"  {k}: {v}" for k, v in _matrix_lines(cfg)]
+        right = ["Results", f"  store: {os.path.join(d.directory, FILENAME)}",
+                 f"  protocol {d.results.meta.get('protocol')}, store schema "
+                 f"{d.results.meta.get('schema')}, created by optbench "
+                 f"{d.results.meta.get('optbench')}",
+                 f"  cells finished: {self.finished} of {self.planned}"
+                 + (" (complete)" if not len(self.missing) else " (INCOMPLETE: a partial report)"),
+                 f"  first and last cell finished: {d.cells['finished_at'].min()} .. "
+                 f"{d.cells['finished_at'].max()}",
+                 f"  report made: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+                 "", "Environment of the cells"]
+        envs = D.environments(d.cells)
+        top = envs.iloc[0]
+        right += [f"  {k}: {top[k]}" for k in envs.columns if k != "cells"]
+        if len(envs) > 1:
+            right.append(f"  (the most common of {len(envs)} environments: {top['cells']} of "
+                         f"{self.finished} cells; see env_json in the store)")
+        load = self.bench[2].get("load_average_1min") if self.bench else None
+        load = f" (1-minute load average before it: {load:.2f})" if isinstance(
+            load, (int, float)) else ""
+        right += ["", "Kernel benchmark", f"  {self.kernels_path}{load}" if self.kernels_path
+                  else "  none: save `python -m optbench kernels --json` as "
+                  f"{os.path.join(d.directory, KERNELS_FILE)} to add it"]
+        if len(self.missing):
+            right += ["", "Missing (per problem: optimizer, cells missing of planned)"]
+            right += _missing_lines(self.missing)
+        contents = ["Contents"] + [f"  {p:>3}  {t}" for p, t in self._contents()]
+        _text_block(fig, 0.0, 1.0, 0.42, left + [""] + contents)
+        _text_block(fig, 0.46, 1.0, 0.54, right)
+
+    def _contents(self) -> list[tuple[int, str]]:
+        seen, out = set(), []
+        for i, p in enumerate(self.pages, start=1):
+            name = {"title": "Title", "summary": "Summary: ranking and performance profiles",
+                    "kernels": "Optimizer kernels"}.get(p.section, f"Task {p.section}")
+            if name not in seen:
+                seen.add(name)
+                out.append((i, name))
+        return out
+
+    def _ranking_page(self, fig) -> None:
+        blocks = [(f"tier {t} ({_TIER[t]})", T.ranking_display(self.rankings[t]))
+                  for t in self.tiers]
+        if len(self.winners) > WINNERS_ON_SUMMARY:
+            _tables(fig, blocks, ncols=len(blocks))
+            return
+        top, bottom = fig.subfigures(2, 1, height_ratios=[
+            max(len(r) for r in self.rankings.values()) + 3, len(self.winners) + 3])
+        _tables(top, blocks, ncols=len(blocks))
+        self._winners_page(bottom, list(range(len(self.winners))))
+
+    def _winners_page(self, fig, rows) -> None:
+        shown = T.winners_display(self.winners.iloc[rows])
+        _tables(fig, [(f"Per problem (tier {self.tier})", shown)])
+
+    def _profile_page(self, fig) -> None:
+        F.performance_profiles(fig, self.profiles, self.rankings, self.colour)
+
+    def _tables_page(self, fig, chunk) -> None:
+        _tables(fig, [(T.problem_heading(rows), T.problem_display(rows)) for _, rows in chunk])
+
+    def _success_page(self, fig, task: str) -> None:
+        rates, counts = D.success_grid(self.tables[self.tier], task, self.data.entrants)
+        F.success_heatmap(fig, rates, counts)
+
+    def _curves_page(self, fig, keys) -> None:
+        c = self.curves.set_index(D.PROBLEM).loc[keys].reset_index()
+        F.learning_curves(fig, c, self.tables[self.tier], self.colour)
+
+    def _lr_page(self, fig, keys) -> None:
+        s = self.sensitivity.set_index(D.PROBLEM).loc[keys].reset_index()
+        F.lr_sensitivity(fig, s, self.tables["tuned"], self.colour)
+
+    def _flow_page(self, fig, problem) -> None:
+        flow = self.flow.set_index(D.PROBLEM).loc[[problem]].reset_index()
+        rows = self.tables[self.tier].set_index(D.PROBLEM).loc[[problem]]
+        F.grad_flow(fig, flow, self.data.entrants, dict(zip(rows["entrant"], rows["lr"])))
+
+    def _kernel_page(self, fig) -> None:
+        rows, bandwidth, _ = self.bench
+        F.kernel_throughput(fig, rows, bandwidth)
+
+
+# -- rendering -------------------------------------------------------------------------------
+def _render(pages: list[Page], out: str, figures_dir: str, content: _Content) -> list[str]:
+    os.makedirs(figures_dir, exist_ok=True)
+    pngs = []
+    meta = {"Title": f"optbench report: matrix {content.data.name}",
+            "Subject": "Which optimizer trains a recurrent network across a long time lag",
+            "Creator": f"optbench {content.data.results.meta.get('optbench', '')}"}
+    with PdfPages(out, metadata=meta) as pdf:
+        for number, page in enumerate(pages, start=1):
+            fig = _page(page, number, len(pages))
+            pdf.savefig(fig)
+            if page.png is not None:
+                path = os.path.join(figures_dir, f"{_slug(page.png)}.png")
+                fig.savefig(path, dpi=PNG_DPI)
+                pngs.append(path)
+    return pngs
+
+
+def _page(page: Page, number: int, total: int):
+    """An A4 landscape Figure: title bar, the page's body, its caption."""
+    lines = [line for para in page.caption.split("\n\n")
+             for line in (textwrap.wrap(para, CAPTION_CHARS) + [""])][:-1]
+    caption_h = 0.17 * len(lines) + 0.2 if lines else 0.05
+    head_h = 0.5
+    fig = Figure(figsize=PAGE_SIZE, layout="constrained")
+    head, body, foot = fig.subfigures(
+        3, 1, height_ratios=[head_h, PAGE_SIZE[1] - head_h - caption_h, caption_h])
+    head.text(0.01, 0.45, page.title, fontsize=14, weight="bold", va="center")
+    head.text(0.99, 0.45, f"page {number} of {total}", fontsize=9, ha="right", va="center",
+              color="0.35")
+    page.draw(body)
+    foot.text(0.01, 1.0, "\n".join(lines), fontsize=CAPTION_FONT, va="top", linespacing=1.35)
+    return fig
+
+
+def _tables(fig, blocks: list[tuple[str, "pd.DataFrame"]], ncols: int = 1) -> None:
+    """Display frames drawn as matplotlib tables, each under its heading."""
+    axes = fig.subplots(-(-len(blocks) // ncols), ncols, squeeze=False).ravel()
+    for ax, (heading, frame) in zip(axes, blocks):
+        ax.axis("off")
+        ax.set_title(heading, loc="left", fontsize=10.5, weight="bold")
+        table = ax.table(cellText=frame.to_numpy(), colLabels=list(frame.columns),
+                         loc="upper left", cellLoc="right", colLoc="right")
+        table.auto_set_font_size(False)
+        table.set_fontsize(9)
+        table.auto_set_column_width(list(range(len(frame.columns))))
+        table.scale(1, 1.25)
+        for (row, col), cell in table.get_celld().items():
+            cell.set_edgecolor("0.8")
+            if row == 0:
+                cell.set_text_props(weight="bold")
+            if frame.columns[col] in T.LEFT:
+                cell.set_text_props(ha="left")
+                cell._loc = "left"
+    for ax in axes[len(blocks):]:
+        ax.remove()
+
+
+def _text_block(fig, x: float, y: float, width: float, lines: list[str]) -> None:
+    """Lines of text from (x, y) down; headings (unindented lines) in bold; long lines wrapped."""
+    chars = int(width * 150)
+    wrapped = []
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        parts = textwrap.wrap(line, chars, subsequent_indent=" " * (indent + 2)) or [""]
+        wrapped += [(p, indent == 0 and bool(line.strip())) for p in parts]
+    step = min(0.032, 1.0 / max(len(wrapped), 1))
+    for i, (text, bold) in enumerate(wrapped):
+        fig.text(x, y - i * step, text, fontsize=9 if not bold else 10.5,
+                 weight="bold" if bold else "normal", va="top", family="DejaVu Sans")
+
+
+# -- text ------------------------------------------------------------------------------------
+def _matrix_lines(cfg: dict) -> list[tuple[str, str]]:
+    lengths = cfg["lengths"]
+    opts = ", ".join(f"{o['name']} (lr {', '.join(f'{x:.3g}' for x in o['lr_grid'])}; "
+                     f"default {o['hparams']['lr']:.3g})" for o in cfg["optimizers"])
+    return [
+        ("tasks and lengths T", "; ".join(f"{t}: {', '.join(map(str, lengths[t]))}"
+                                          for t in cfg["tasks"])),
+        ("models", ", ".join(f"{m}({h})" for m in cfg["models"] for h in cfg["hidden"])),
+        ("optimizers (lr grid)", opts),
+        ("seeds", ", ".join(map(str, cfg["seeds"]))),
+        ("step budget", "; ".join(f"{t}: {s}" for t, s in cfg["steps"].items())),
+        ("batch size, evaluation every", f"{cfg['batch_size']}, {cfg['eval_every']} steps"),
+        ("clipping", f"global norm {cfg['clip_norm'] or 'off'}, value "
+                     f"{cfg['clip_value'] or 'off'}"),
+        ("init", cfg["init"]),
+        ("tiers", ", ".join(f"{t} ({_TIER[t]})" for t in cfg["tiers"])),
+        ("tuning rule", "per (task, length, model, optimizer) the lr with the best median "
+                        "over seeds on the validation set: solved seeds by steps to solve, "
+                        "then final validation metric (DeepOBS, Schneider et al. 2019)"),
+    ]
+
+
+def _missing_lines(missing, limit: int = 14) -> list[str]:
+    lines = []
+    for problem, g in missing.groupby(D.PROBLEM, sort=False):
+        parts = ", ".join(f"{e} {m} of {p}" for e, m, p in zip(g["entrant"], g["missing"],
+                                                              g["planned"]))
+        lines.append(f"  {D.problem_label(*problem)}: {parts}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"  ... and {len(lines) - limit} more problems "
+                                 "(tables/missing.csv)"]
+    return lines
+
+
+def _first_paragraph(doc: str | None) -> str:
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
+def _numbered(title: str, i: int, n: int) -> str:
+    return title if n <= 1 else f"{title} ({i + 1}/{n})"
+
+
+def _suffix(i: int) -> str:
+    return "" if i == 0 else f"-{i + 1}"
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "report"
+
+
+_TIER = {"tuned": "lr tuned on the validation set", "defaults": "default hyper-parameters"}
+_TIER_SHORT = {"tuned": "the tuned learning rate", "defaults": "the default learning rate"}
+
+_TABLE_CAPTION = {
+    "tuned": "One row per optimizer at the learning rate the tuning rule picked on the "
+             "validation set (of the lrs tried), over the seeds run at that lr.",
+    "defaults": "One row per optimizer at its default hyper-parameters (torch.optim's), "
+                "untuned: what a user who does not tune gets.",
+}
+_TABLE_COMMON = (
+    "solved: seeds that met the task's solved rule on the validation set within the step "
+    "budget. steps, seconds: median steps and training seconds to solve, over the solved "
+    "seeds (seconds exclude evaluation and compilation and vary with the machine's load). "
+    "diverged: seeds stopped for a NaN, an inf or an exploding loss. test: median and "
+    "interquartile range over the seeds that did not diverge, on the held-out test set. The "
+    "last row is the memoryless baseline, the best a model without memory can score. "
+    "* marks a row based on fewer cells than planned (the run is incomplete)."
+)
+_RANKING_CAPTION = (
+    "Ranking over all problems (task x length x model) of each tier. score: the area under "
+    "the optimizer's performance profile (page Performance profiles) for tau from 1 to "
+    "{tau:g}, divided by {tau:g} - 1, as AlgoPerf scores submissions (Dahl et al. 2023): 1 "
+    "means the fastest to solve every problem, 0 never within {tau:g} times the fastest. The "
+    "cost on a problem is "
+    "the median over seeds of the steps to solve (unsolved seeds count as never; a problem "
+    "counts as solved when at least half the seeds solve it). solved: problems solved. mean "
+    "rank: the mean over problems of the rank by that cost, unsolved optimizers ranked after "
+    "by their median test metric (1 = best). Sorted by score, then mean rank. The tuned tier "
+    "ranks optimizers at their best; the defaults tier ranks them as shipped."
+)
+_WINNERS_CAPTION = (
+    "Which optimizer, for which problem (tier {tier}): the fastest to solve it (the lowest "
+    "median over seeds of the steps to solve, unsolved seeds counting as never; ties are "
+    "listed together), those steps, how many optimizers solved it at all, and the optimizer "
+    "with the best median test metric. The task sections that follow show why: the success "
+    "heatmaps say up to which length each optimizer learns, the gradient-flow pages how "
+    "much error signal reaches the start of the sequence."
+)
+_PROFILE_CAPTION = (
+    "Performance profiles (Dolan & More 2002) over the {n} problems: for each optimizer, the "
+    "share of problems it solves within a factor tau of the fewest steps any optimizer "
+    "needed on that problem. At tau = 1 the curve says how often the optimizer was the "
+    "fastest; at the right end, how often it solved at all. Higher and further left is "
+    "better. The legend gives each optimizer's score: the area under its curve up to the "
+    "dotted line (tau = {tau:g}) over {tau:g} - 1."
+)
+_SUCCESS_CAPTION = (
+    "Success rate at {tier}: the share of seeds that solved the task within the step budget, "
+    "per optimizer (rows) and model and sequence length T (columns); the text in each cell "
+    "is solved seeds / seeds. Read along a row: where the colour fades is the dependency "
+    "length at which that optimizer stops learning the task within the budget."
+)
+_CURVES_CAPTION = (
+    "Validation {metric} against training steps at {tier} of each optimizer (in the "
+    "legend): the line is the median over seeds, the band spans the 25th to 75th "
+    "percentile (with three seeds, the range). A run stops at its first evaluation that "
+    "meets the solved rule and keeps that value afterwards; a run that diverged counts as "
+    "the worst value from then on, so a line that ends early means at least half the seeds "
+    "diverged. Dashed: the memoryless baseline; dotted: the solved threshold. {better} is "
+    "better ({scale})."
+)
+_LR_CAPTION = (
+    "Final validation {metric} against the learning rate (log scale), per optimizer: the "
+    "median over the seeds that did not diverge. The star marks the lr the tuning rule "
+    "picked; an x on the top edge, an lr at which every seed diverged. A wide flat valley "
+    "means the optimizer forgives a poorly chosen lr; a narrow one means it needs tuning. "
+    "Solved runs stop at the solved threshold (dotted), so values near that line are ties "
+    "broken by speed, which this figure does not show. {better} is better."
+)
+_FLOW_BODY = (
+    "||dL/dh_t||, the norm of the loss gradient with respect to the hidden state at time "
+    "step t (batch mean, from BPTT, before clipping), against t, at several points of "
+    "training (colour: early light, late dark); median over seeds at {tier} (runs stop once "
+    "solved, so a late point is the median of the seeds still running), log scale, the same "
+    "in every panel. "
+)
+_FLOW_CAPTION = {
+    "last": _FLOW_BODY + (
+        "The loss is read at the last step only (t = {T} - 1), so the gradient enters at the "
+        "right and flows back to the left: a curve that falls steeply towards t = 0 is a "
+        "vanishing gradient (the early inputs cannot be learned); one that rises is an "
+        "exploding gradient. A flat curve carries the error signal across the whole lag."),
+    "every": _FLOW_BODY + (
+        "The loss is read at every step, so each ||dL/dh_t|| sums the signal of the steps "
+        "after t: the level at small t shows how much of the late targets' error reaches "
+        "the start of the sequence ({T} steps), where the symbols to recall are."),
+}
+_KERNELS_CAPTION = (
+    "From {path} (`python -m optbench kernels --json`). Left: the memory traffic of one "
+    "optimizer step (bytes it must read and write per parameter, times parameters, per "
+    "second) on the Numba CPU backend against the number of parameters; the dashed line is "
+    "the memory bandwidth measured in the same process (a += s*b). Sizes that fit in the "
+    "caches can exceed it; far beyond the caches a step cannot, so a point above the line "
+    "there means the probe under-measured the machine (or its load changed between the two "
+    "measurements: see the load average on the title page). Right: at the largest size, each "
+    "backend's share of that bandwidth (torch-fused and torch-foreach: torch.optim's "
+    "implementations timed in the same process); the dashed line is 100 %."
+)
