@@ -17,7 +17,8 @@ card are for tools/gpu_check.py to measure, none was measured here):
   this kernel that fit on an SM (asked from the occupancy API once per kernel and block
   size), so no block waits for a second wave while SMs idle; threads stride over the rest.
   Work smaller than that gets fewer blocks.
-- float32 only (tools/check_cuda_ptx.py checks the PTX has no .f64 in the steps), with
+- float32 only (tools/check_cuda_ptx.py checks the PTX has no .f64 in the steps; its --ir
+  mode, run by tests/test_cuda_ir.py, checks the NVVM IR without a GPU or NVVM), with
   IEEE division and square root, as torch's fused kernels: fastmath would flush denormal
   second moments to zero and round the update differently from the CPU kernels, for an
   arithmetic cost that hides under the memory traffic anyway.
