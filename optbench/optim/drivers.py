@@ -13,8 +13,11 @@ thread visits, and which h it passes:
   raveled, with H a (K, len(h)) float32 array, row k model k's scalars. `prange` runs over
   fixed chunks of `tuning.CPU_BATCH_CHUNK` elements of one row each; a chunk unpacks its
   model's row of H into the tuple h once and runs the same rule over its flat indices, a
-  plain loop LLVM vectorizes as in the 1-D step. Same rule, same scalars, no fastmath: each
-  row's bits equal a 1-D step of that model.
+  plain loop LLVM vectorizes as in the 1-D step, provided its index is unsigned: with a
+  signed index every p[i] carries Numba's negative-index wraparound, which stopped LLVM
+  vectorizing and made the batched Adam step 7x slower than the 1-D one (measured, one
+  thread, 16 x 67k). Same rule, same scalars, no fastmath: each row's bits equal a 1-D
+  step of that model.
 - CUDA (`cuda_kernels`): a grid-stride loop, so any grid covers any n; the batched kernel
   adds a grid y dimension over the models.
 
@@ -100,7 +103,7 @@ def cpu_batched_step(rule, options: tuple, nh: int):
         if p.size < serial_below:
             for k in range(models):
                 h = to_fixed_tuple(H[k], nh)
-                for i in range(k * size, (k + 1) * size):
+                for i in range(numba.uint64(k * size), numba.uint64((k + 1) * size)):
                     update(i, p, g, s, h)
         else:
             per_row = (size + chunk - 1) // chunk
@@ -108,7 +111,7 @@ def cpu_batched_step(rule, options: tuple, nh: int):
                 k = c // per_row
                 lo = k * size + (c - k * per_row) * chunk
                 h = to_fixed_tuple(H[k], nh)
-                for i in range(lo, min(lo + chunk, (k + 1) * size)):
+                for i in range(numba.uint64(lo), numba.uint64(min(lo + chunk, (k + 1) * size))):
                     update(i, p, g, s, h)
 
     return step
