@@ -11,6 +11,9 @@ element, as STREAM counts:
 
 `measure()` reports medians (and the best) over repeats, after one untimed pass that
 faults the pages in and compiles (Numba's cache makes later processes start warm).
+
+`measure_device()` is the GPU's figure: a device-to-device copy (cuMemcpyDtoD), counted as
+8 bytes per element (read and write), timed with CUDA events (`device_seconds`).
 """
 
 from __future__ import annotations
@@ -63,3 +66,46 @@ def measure(n: int = 1 << 25, repeat: int = 10) -> dict:
         out[f"{name}_GBps"] = nbytes / float(np.median(ts)) / 1e9
         out[f"{name}_best_GBps"] = nbytes / min(ts) / 1e9
     return out
+
+
+def device_seconds(step, k: int) -> float:
+    """Seconds k back-to-back calls of `step` take on the GPU's clock: CUDA events recorded
+    before and after on the default stream (the host clock under the simulator, whose
+    events record nothing)."""
+    from numba import config, cuda
+
+    if config.ENABLE_CUDASIM:
+        t0 = time.perf_counter()
+        for _ in range(k):
+            step()
+        return time.perf_counter() - t0
+    start, end = cuda.event(), cuda.event()
+    start.record()
+    for _ in range(k):
+        step()
+    end.record()
+    end.synchronize()
+    return cuda.event_elapsed_time(start, end) / 1e3
+
+
+def measure_device(n: int = 1 << 28, repeat: int = 10) -> dict:
+    """Device-to-device copy bandwidth in GB/s of n float32 elements on the current GPU."""
+    from numba import cuda
+
+    src, dst = cuda.device_array(n, np.float32), cuda.device_array(n, np.float32)
+    copy = lambda: dst.copy_to_device(src)  # noqa: E731
+    copy()
+    seconds = [device_seconds(copy, 1) for _ in range(repeat)]
+    nbytes = 8 * n
+    return {"n": n, "repeat": repeat, "bytes_per_element": 8,
+            "device": device_name(),
+            "copy_GBps": nbytes / float(np.median(seconds)) / 1e9,
+            "copy_best_GBps": nbytes / min(seconds) / 1e9}
+
+
+def device_name() -> str:
+    """The current GPU's name ("CUDA simulator" under NUMBA_ENABLE_CUDASIM=1)."""
+    from numba import cuda
+
+    name = getattr(cuda.get_current_device(), "name", "CUDA simulator")
+    return name.decode() if isinstance(name, bytes) else str(name)

@@ -4,13 +4,19 @@ with `--section models` (or `all`), how fast the recurrent models take a trainin
 against PyTorch (optbench.nn.bench: forward + BPTT + Adam, GFLOP/s beside an SGEMM timed
 in the same process).
 
+with `--section batched`, K models of P parameters stepped as one (K, P) array against K
+separate 1-D steps (issue 8; P defaults to the seed LSTM's parameter count).
+
 For every optimizer x backend x size it reports time per step (the median over --repeat
 samples, each sample timing enough back-to-back steps to last a few milliseconds), Gparam/s,
 GB/s of useful traffic (the optimizer's bytes per parameter: read p, g and each state slot,
-write p and each slot; Adam 28) and that as a share of the "update" bandwidth probe
-(optbench.bandwidth). Candidates of one optimizer and size are timed interleaved, round by
-round, so machine noise hits them alike. The first call of each candidate (Numba compile or
-cache load) is timed separately and never mixed into the step time.
+write p and each slot; Adam 28) and that as a share of a bandwidth measured in this process
+(optbench.bandwidth): the "update" probe for host rows, a device-to-device copy for CUDA
+rows. CUDA samples are timed with CUDA events on the GPU's own clock (launch gaps included:
+a step the host cannot feed fast enough shows). Candidates of one optimizer and size are
+timed interleaved, round by round, so machine noise hits them alike. The first call of each
+candidate (Numba compile or cache load) is timed separately and never mixed into the step
+time.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ TORCH_NAMES = {
 }
 
 
-SECTIONS = ("optimizers", "models", "all")
+SECTIONS = ("optimizers", "models", "batched", "all")
+DEFAULT_BATCH_MODELS = (1, 8, 64)
 
 
 def configure(parser) -> None:
@@ -52,6 +59,18 @@ def configure(parser) -> None:
                         help="timing samples per candidate; the median is reported (default 10)")
     parser.add_argument("--bandwidth-size", type=int, default=25,
                         help="the bandwidth probe's arrays have 2^N float32 elements (default 25)")
+    parser.add_argument("--device-bandwidth-size", type=int, default=28,
+                        help="the CUDA device-to-device copy has 2^N float32 elements "
+                        "(default 28)")
+    parser.add_argument("--batch-models", default=",".join(map(str, DEFAULT_BATCH_MODELS)),
+                        help="batched section: comma-separated model counts K "
+                        "(default %(default)s)")
+    parser.add_argument("--batch-params", type=int, default=None,
+                        help="batched section: parameters per model P (default: the seed "
+                        "LSTM's)")
+    parser.add_argument("--simulator", action="store_true",
+                        help="accept backend cuda under NUMBA_ENABLE_CUDASIM=1, to try the "
+                        "report's plumbing (its timings mean nothing)")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave out torch.optim's fused and foreach columns")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -75,8 +94,10 @@ def _parse(args):
         raise UsageError(f"--sizes {args.sizes!r}: each must be between {lo} and {hi} (2^N params)")
     if args.repeat < 1:
         raise UsageError(f"--repeat {args.repeat}: must be at least 1")
-    if not lo <= args.bandwidth_size <= hi:
-        raise UsageError(f"--bandwidth-size {args.bandwidth_size}: must be between {lo} and {hi}")
+    for option in ("bandwidth_size", "device_bandwidth_size"):
+        if not lo <= getattr(args, option) <= hi:
+            raise UsageError(f"--{option.replace('_', '-')} {getattr(args, option)}: must be "
+                             f"between {lo} and {hi}")
     if args.backends is None:
         backends = ("cpu", "cuda") if _real_gpu() else ("cpu",)
     else:
@@ -86,10 +107,37 @@ def _parse(args):
             raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(optim.BACKENDS)}")
     if "cuda" in backends:
         optim.create(names[0], backend="cuda")  # UsageError when there is neither GPU nor simulator
-        if not _real_gpu():
+        if not _real_gpu() and not args.simulator:
             raise UsageError("backend 'cuda' runs in Numba's CUDA simulator here "
-                             "(NUMBA_ENABLE_CUDASIM=1): its timings mean nothing; time cuda on a GPU")
+                             "(NUMBA_ENABLE_CUDASIM=1): its timings mean nothing; time cuda on "
+                             "a GPU (or pass --simulator to try the plumbing)")
     return names, backends, sizes
+
+
+def _parse_batch(args) -> tuple[tuple[int, ...], int]:
+    """The batched section's model counts and parameters per model, checked."""
+    from optbench.errors import UsageError
+
+    try:
+        ks = tuple(int(s) for s in args.batch_models.split(","))
+    except ValueError:
+        raise UsageError(f"--batch-models {args.batch_models!r}: give model counts as "
+                         "integers, e.g. 1,8,64") from None
+    if not ks or min(ks) < 1 or max(ks) > 4096:
+        raise UsageError(f"--batch-models {args.batch_models!r}: each must be between 1 and 4096")
+    size = seed_lstm_params() if args.batch_params is None else args.batch_params
+    if not 1 <= size <= 1 << 26:
+        raise UsageError(f"--batch-params {size}: must be between 1 and {1 << 26}")
+    return ks, size
+
+
+def seed_lstm_params() -> int:
+    """The parameter count of the seed's LSTM (optbench.nn.bench.CONFIGS[0], one output)."""
+    from optbench import nn
+    from optbench.nn.bench import CONFIGS
+
+    kind, hidden, _, _, inputs = CONFIGS[0]
+    return nn.build(kind, inputs, hidden, 1, seed=0).n_params
 
 
 def _parse_models(args) -> tuple:
@@ -111,29 +159,59 @@ def _real_gpu() -> bool:
 
 
 class Candidate:
-    """One thing to time: a step function with its arrays, and its byte model."""
+    """One thing to time: a step function with its arrays, its byte model, and its clock:
+    `seconds(step, k)` times k back-to-back calls (host clock by default)."""
 
-    def __init__(self, label: str, step, bytes_per_param: int, sync=None):
-        self.label, self.step, self.bytes_per_param, self.sync = label, step, bytes_per_param, sync
+    def __init__(self, label: str, step, bytes_per_param: int, seconds=None):
+        self.label, self.step, self.bytes_per_param = label, step, bytes_per_param
+        self.seconds = seconds or _host_seconds
         self.inner = 1
         self.samples: list[float] = []
         self.first_call_s = 0.0
 
     def _run(self, k: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(k):
-            self.step()
-        if self.sync is not None:
-            self.sync()
-        return time.perf_counter() - t0
+        return self.seconds(self.step, k)
 
     def warm_up(self) -> None:
-        self.first_call_s = self._run(1)
+        t0 = time.perf_counter()
+        self._run(1)
+        self.first_call_s = time.perf_counter() - t0  # compile or cache load: host time
         one = min(self._run(1) for _ in range(3))
         self.inner = max(1, int(MIN_SAMPLE_S / max(one, 1e-9)))
 
     def sample(self) -> None:
         self.samples.append(self._run(self.inner) / self.inner)
+
+
+def _host_seconds(step, k: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(k):
+        step()
+    return time.perf_counter() - t0
+
+
+def _torch_cuda_seconds(torch):
+    def seconds(step, k: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(k):
+            step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return seconds
+
+
+def _device(backend: str):
+    """(to the backend's memory, clock) for `backend`."""
+    if backend != "cuda":
+        return (lambda x: x), None
+    from numba import cuda
+
+    from optbench.bandwidth import device_seconds
+
+    return cuda.to_device, device_seconds
 
 
 def _ours(name: str, backend: str, n: int, rng) -> Candidate:
@@ -142,15 +220,11 @@ def _ours(name: str, backend: str, n: int, rng) -> Candidate:
     from optbench import optim
 
     opt = optim.create(name, backend=backend)
-    p = rng.standard_normal(n, dtype=np.float32)
-    g = rng.standard_normal(n, dtype=np.float32)
-    sync = None
-    if backend == "cuda":
-        from numba import cuda
-
-        p, g, sync = cuda.to_device(p), cuda.to_device(g), cuda.synchronize
+    to, seconds = _device(backend)
+    p = to(rng.standard_normal(n, dtype=np.float32))
+    g = to(rng.standard_normal(n, dtype=np.float32))
     state = opt.init(p)
-    return Candidate(backend, lambda: opt.step(p, g, state), opt.bytes_per_param, sync)
+    return Candidate(backend, lambda: opt.step(p, g, state), opt.bytes_per_param, seconds)
 
 
 def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_param: int):
@@ -165,8 +239,8 @@ def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_para
         opt = cls([p], **{mode: True})
     except (RuntimeError, TypeError, ValueError):
         return None  # no such implementation of this optimizer (on this device)
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    return Candidate(f"torch-{mode}", opt.step, bytes_per_param, sync)
+    seconds = _torch_cuda_seconds(torch) if device == "cuda" else None
+    return Candidate(f"torch-{mode}", opt.step, bytes_per_param, seconds)
 
 
 def _import_torch():
@@ -184,20 +258,26 @@ def run(args) -> int:
 
     names, backends, sizes = _parse(args)
     models = _parse_models(args)
+    batch = _parse_batch(args)
     torch = None if args.no_torch else _import_torch()
     if torch is not None:
         torch.set_num_threads(numba.get_num_threads())
     load = os.getloadavg()[0]
     report = {"env": environment()}
+    if args.section in ("optimizers", "batched", "all"):
+        report.update(_bandwidths(args, backends))
     if args.section in ("optimizers", "all"):
-        report.update(_optimizers(args, names, backends, sizes, torch))
+        report["rows"] = _optimizers(args, names, backends, sizes, torch, report)
     if args.section in ("models", "all"):
         from optbench.nn.bench import bench_models, start_times
 
         report["models"] = bench_models(models, args.repeat, with_torch=torch is not None)
         if args.start_times:
             report["model_start_s"] = start_times()
+    if args.section in ("batched", "all"):
+        report["batched"] = _batched(args, names, backends, *batch, report)
     report["env"]["load_average_1min"] = load  # other processes' load skews every figure
+    report["env"]["cuda_simulator"] = "cuda" in backends and not _real_gpu()
     if torch is not None:
         report["env"]["torch_threads"] = torch.get_num_threads()
     if args.json:
@@ -207,25 +287,43 @@ def run(args) -> int:
     return 0
 
 
-def _optimizers(args, names, backends, sizes, torch) -> dict:
+def _bandwidths(args, backends) -> dict:
+    """The bandwidths rows are compared with: the host probe always, the device copy when
+    cuda is timed."""
+    from optbench import bandwidth
+
+    out = {"bandwidth": bandwidth.measure(1 << args.bandwidth_size, repeat=args.repeat)}
+    if "cuda" in backends:
+        out["device_bandwidth"] = bandwidth.measure_device(1 << args.device_bandwidth_size,
+                                                           repeat=args.repeat)
+    return out
+
+
+def _reference_GBps(report: dict, backend: str) -> float:
+    """The bandwidth a row of `backend` ("cpu", "torch-fused-cuda", ...) is a share of."""
+    if backend.endswith("cuda"):
+        return report["device_bandwidth"]["copy_GBps"]
+    return report["bandwidth"]["update_GBps"]
+
+
+def _optimizers(args, names, backends, sizes, torch, report) -> list[dict]:
     import numpy as np
 
-    from optbench.bandwidth import measure
-
-    bw = measure(1 << args.bandwidth_size, repeat=args.repeat)
     rng = np.random.default_rng(0)
-    rows = [row for name in names for e in sizes
-            for row in _measure(name, e, backends, torch, args.repeat, rng, bw["update_GBps"])]
-    return {"bandwidth": bw, "rows": rows}
+    return [row for name in names for e in sizes
+            for row in _measure(name, e, backends, torch, args.repeat, rng, report)]
 
 
-def _measure(name, e, backends, torch, repeat, rng, bw_GBps) -> list[dict]:
-    """Time optimizer `name` at 2^e params on each backend (and torch's steps), interleaved;
-    its arrays are freed on return."""
+def _measure(name, e, backends, torch, repeat, rng, report) -> list[dict]:
+    """Time optimizer `name` at 2^e params on each backend (and torch's steps on the same
+    devices), interleaved; its arrays are freed on return."""
     n = 1 << e
     cands = [_ours(name, b, n, rng) for b in backends]
     if torch is not None:
-        for device in ("cpu",) + (("cuda",) if "cuda" in backends else ()):
+        devices = [d for d in ("cpu", "cuda") if d in backends]
+        if "cuda" in devices and not torch.cuda.is_available():
+            devices.remove("cuda")
+        for device in devices:
             for mode in ("fused", "foreach"):
                 c = _torch(torch, name, mode, device, n, rng, cands[0].bytes_per_param)
                 if c is not None:
@@ -236,10 +334,10 @@ def _measure(name, e, backends, torch, repeat, rng, bw_GBps) -> list[dict]:
     for _ in range(repeat):
         for c in cands:
             c.sample()
-    return _rows(name, e, cands, bw_GBps)
+    return _rows(name, e, cands, report)
 
 
-def _rows(name: str, e: int, cands: list[Candidate], bw_GBps: float) -> list[dict]:
+def _rows(name: str, e: int, cands: list[Candidate], report: dict) -> list[dict]:
     import numpy as np
 
     n = 1 << e
@@ -247,15 +345,68 @@ def _rows(name: str, e: int, cands: list[Candidate], bw_GBps: float) -> list[dic
     rows = []
     for c in cands:
         t = medians[c.label]
+        fused = "torch-fused-cuda" if c.label.endswith("cuda") else "torch-fused"
         rows.append({
             "optimizer": name, "backend": c.label, "log2_size": e, "params": n,
             "us_per_step": t * 1e6, "min_us_per_step": min(c.samples) * 1e6,
             "Gparams_per_s": n / t / 1e9, "bytes_per_param": c.bytes_per_param,
             "GBps": n * c.bytes_per_param / t / 1e9,
-            "share_of_bandwidth": n * c.bytes_per_param / t / 1e9 / bw_GBps,
-            "vs_torch_fused": (medians["torch-fused"] / t) if "torch-fused" in medians else None,
+            "share_of_bandwidth": n * c.bytes_per_param / t / 1e9 / _reference_GBps(report,
+                                                                                   c.label),
+            "vs_torch_fused": (medians[fused] / t) if fused in medians else None,
             "first_call_s": c.first_call_s, "samples": len(c.samples), "steps_per_sample": c.inner,
         })
+    return rows
+
+
+def _batched(args, names, backends, ks, size, report) -> list[dict]:
+    """For each optimizer x backend x K: one (K, size) step with per-model learning rates
+    against K separate 1-D steps of `size` (K optimizers, K states), interleaved."""
+    import numpy as np
+
+    from optbench import optim
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in names:
+        for backend in (b for b in backends if b != "numpy"):
+            to, seconds = _device(backend)
+            for k in ks:
+                lr = optim.spec(name).defaults["lr"] * np.geomspace(0.1, 10, k)
+                batched = optim.create(name, backend=backend, lr=lr)
+                p = to(rng.standard_normal((k, size), dtype=np.float32))
+                g = to(rng.standard_normal((k, size), dtype=np.float32))
+                state = batched.init(p)
+                singles = [optim.create(name, backend=backend, lr=x) for x in lr]
+                ps = [to(rng.standard_normal(size, dtype=np.float32)) for _ in range(k)]
+                gs = [to(rng.standard_normal(size, dtype=np.float32)) for _ in range(k)]
+                states = [o.init(x) for o, x in zip(singles, ps)]
+
+                def separate(singles=singles, ps=ps, gs=gs, states=states):
+                    for o, x, y, st in zip(singles, ps, gs, states):
+                        o.step(x, y, st)
+
+                def together(o=batched, p=p, g=g, st=state):
+                    o.step(p, g, st)
+
+                cands = [Candidate("batched", together, batched.bytes_per_param, seconds),
+                         Candidate("separate", separate, batched.bytes_per_param, seconds)]
+                for c in cands:
+                    c.warm_up()
+                for _ in range(args.repeat):
+                    for c in cands:
+                        c.sample()
+                t, t_sep = (float(np.median(c.samples)) for c in cands)
+                n = k * size
+                rows.append({
+                    "optimizer": name, "backend": backend, "models": k, "params": size,
+                    "us_batched": t * 1e6, "us_separate": t_sep * 1e6, "speedup": t_sep / t,
+                    "Gparams_per_s": n / t / 1e9,
+                    "share_of_bandwidth": n * batched.bytes_per_param / t / 1e9
+                    / _reference_GBps(report, backend),
+                    "first_call_s": cands[0].first_call_s,
+                    "first_call_separate_s": cands[1].first_call_s, "samples": args.repeat,
+                })
     return rows
 
 
@@ -267,8 +418,23 @@ def _text(report: dict) -> str:
                                             "threads" if "torch_threads" in env else "")
         + f"; load average before the run {env['load_average_1min']:.2f}",
     ]
+    if env.get("cuda_simulator"):
+        lines.append("CUDA SIMULATOR (NUMBA_ENABLE_CUDASIM=1): the cuda timings mean nothing")
+    if "bandwidth" in report:
+        bw = report["bandwidth"]
+        lines.append(
+            f"memory bandwidth (2^{bw['n'].bit_length() - 1} float32, median of {bw['repeat']}): "
+            f"update a+=s*b {bw['update_GBps']:.1f} GB/s, triad a=b+s*c {bw['triad_GBps']:.1f} "
+            "GB/s; %bw of host rows is of the update figure")
+    if "device_bandwidth" in report:
+        d = report["device_bandwidth"]
+        lines.append(f"device {d['device']}: device-to-device copy of 2^{d['n'].bit_length() - 1}"
+                     f" float32 {d['copy_GBps']:.0f} GB/s (read + write, median of "
+                     f"{d['repeat']}, CUDA events); %bw of cuda rows is of this figure")
     if "rows" in report:
         lines += ["", *_text_optimizers(report)]
+    if "batched" in report:
+        lines += ["", *_text_batched(report["batched"])]
     if "models" in report:
         from optbench.nn.bench import format_rows, format_starts
 
@@ -282,12 +448,7 @@ def _text(report: dict) -> str:
 
 
 def _text_optimizers(report: dict) -> list[str]:
-    bw = report["bandwidth"]
     lines = [
-        f"memory bandwidth (2^{bw['n'].bit_length() - 1} float32, median of {bw['repeat']}): "
-        f"update a+=s*b {bw['update_GBps']:.1f} GB/s, triad a=b+s*c {bw['triad_GBps']:.1f} GB/s; "
-        f"%bw below is of the update figure",
-        "",
         f"{'optimizer':9} {'backend':14} {'size':>5} {'us/step':>11} {'Gparam/s':>9} "
         f"{'B/param':>7} {'GB/s':>7} {'%bw':>5} {'vs fused':>8} {'1st call s':>10}",
     ]
@@ -302,4 +463,21 @@ def _text_optimizers(report: dict) -> list[str]:
     lines.append("")
     lines.append("vs fused: torch.optim fused step time / this row's (above 1: faster than torch). "
                  "1st call: compile or cache load, not in us/step.")
+    return lines
+
+
+def _text_batched(rows: list[dict]) -> list[str]:
+    lines = [
+        "batched: K models of P params as one (K, P) step vs K separate 1-D steps (median us "
+        "per step of all K; speedup = separate / batched; Gparam/s and %bw of the batched step)",
+        f"{'optimizer':9} {'backend':7} {'K':>5} {'P':>8} {'batched us':>11} "
+        f"{'separate us':>12} {'speedup':>8} {'Gparam/s':>9} {'%bw':>5} {'1st call s':>10}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['optimizer']:9} {r['backend']:7} {r['models']:5d} {r['params']:8d} "
+            f"{r['us_batched']:11.1f} {r['us_separate']:12.1f} {r['speedup']:7.2f}x "
+            f"{r['Gparams_per_s']:9.3f} {100 * r['share_of_bandwidth']:4.0f}% "
+            f"{r['first_call_s']:10.3f}"
+        )
     return lines

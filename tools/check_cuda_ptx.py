@@ -9,66 +9,133 @@ them; this does. It needs NVVM and NVRTC (no driver, no GPU):
         python tools/check_cuda_ptx.py [--cc 9.0]
 
 It covers the kernel tests' table of cases (tests/fixtures/optim_golden.json), so every
-code path of every rule is compiled. Exit status 1 if any kernel fails or uses float64.
+code path of every rule is compiled, for one model and for K models in one launch. Exit
+status 1 if any kernel fails or uses float64. With ptxas on PATH or beside NVVM (the nvcc
+wheel has it), it also prints each step kernel's registers per thread and stack frame: the
+registers set how many blocks fit on an SM (optbench.optim.tuning), a stack frame would
+mean the per-thread element arrays spilled out of registers.
+
+Without NVVM, `--ir` runs Numba's own part only: it types every kernel for a real device
+(not the simulator) and lowers it to NVVM IR, checking for `double` there instead of
+`.f64` in PTX. That catches what the simulator cannot (a device function or array form the
+CUDA target lacks, a float64 promotion) but not NVVM's own errors. tests/test_cuda_ir.py
+runs it for Adam and SGD.
+
+    python tools/check_cuda_ptx.py --ir [--optimizers adam,sgd]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import types as pytypes
 from pathlib import Path
 
-CASES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "optim_golden.json"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's optbench, not an installed one
+CASES = ROOT / "tests" / "fixtures" / "optim_golden.json"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cc", default="9.0", help="compute capability (default 9.0)")
-    cc = tuple(int(x) for x in parser.parse_args().cc.split("."))
+    parser.add_argument("--ir", action="store_true",
+                        help="lower to NVVM IR only (needs no NVVM; see the docstring)")
+    parser.add_argument("--optimizers", default=None,
+                        help="comma-separated optimizers of the table (default: all)")
+    args = parser.parse_args()
+    cc = tuple(int(x) for x in args.cc.split("."))
+    only = set(args.optimizers.split(",")) if args.optimizers else None
 
     import numba.cuda.dispatcher as dispatcher
-    from numba import cuda, types
+    from numba import config, cuda, types
+    from numba.cuda.compiler import compile_cuda
+
+    if config.ENABLE_CUDASIM:
+        sys.exit("NUMBA_ENABLE_CUDASIM is set: the simulator compiles nothing; unset it")
 
     # Device functions ask the current device for its compute capability; there is none.
     dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=cc)
 
     from optbench import optim
-    from optbench.optim import cuda_kernels
+    from optbench.optim import cuda_kernels, tuning
 
     vec = types.Array(types.float32, 1, "C")
+    mat = types.Array(types.float32, 2, "C")
+    ptxas = None  # NVVM's own ptxas first: the PTX versions match
+    if not args.ir:
+        ptxas = _beside_nvvm("ptxas") or shutil.which("ptxas")
+    f64_mark, unit = (" double", "NVVM IR") if args.ir else (".f64", "PTX")
     failures = 0
 
     def check(label, fn, sig, allow_f64=False):
         nonlocal failures
         try:
-            ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
+            if args.ir:
+                ptx = compile_cuda(fn, types.void, sig, cc=cc).library.get_llvm_str()
+            else:
+                ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
         except Exception as exc:  # report every kernel, then fail
             failures += 1
             print(f"FAIL  {label}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
             return
-        f64 = sum(".f64" in line for line in ptx.splitlines())
+        f64 = sum(f64_mark in line for line in ptx.splitlines())
         bad = f64 and not allow_f64
         failures += bool(bad)
-        print(f"{'FAIL' if bad else 'ok  '}  {label}: {len(ptx.splitlines())} PTX lines, "
-              f"{f64} with .f64")
+        print(f"{'FAIL' if bad else 'ok  '}  {label}: {len(ptx.splitlines())} {unit} lines, "
+              f"{f64} with{f64_mark}" + (_resources(ptxas, ptx, cc) if ptxas else ""))
 
+    per_thread = tuning.CUDA_ELEMENTS_PER_THREAD
     for case in json.loads(CASES.read_text())["cases"]:
+        if only is not None and case["optimizer"] not in only:
+            continue
         opt = optim.create(case["optimizer"], backend="numpy", **case["hparams"])
         state = opt.init(__import__("numpy").zeros(1, "float32"))
         state.step = 1
         nh = len(opt.spec.scalars(opt.hparams, state) + opt.spec.constants(opt.hparams))
-        kernel = cuda_kernels.step_kernel(opt.spec.rule, opt.spec.options(opt.hparams))
-        sig = (vec, vec, types.UniTuple(vec, len(opt.slots)), types.UniTuple(types.float32, nh))
+        rule, options, slots = opt.spec.rule, opt.spec.options(opt.hparams), len(opt.slots)
+        kernel = cuda_kernels.step_kernel(rule, options, slots, per_thread)
+        sig = (vec, vec, types.UniTuple(vec, slots), types.UniTuple(types.float32, nh))
         check(f"{case['optimizer']} {case['hparams']}", kernel.py_func, sig)
+        kernel = cuda_kernels.batched_step_kernel(rule, options, slots, per_thread, nh)
+        check(f"{case['optimizer']} {case['hparams']} batched", kernel.py_func,
+              (vec, vec, types.UniTuple(vec, slots), mat))
     check("sum_squares", cuda_kernels.sum_squares.py_func,
-          (vec, types.Array(types.float64, 1, "C")), allow_f64=True)
-    check("scale", cuda_kernels.scale.py_func, (vec, types.float32))
+          (mat, types.Array(types.float64, 2, "C")), allow_f64=True)
+    check("scale", cuda_kernels.scale.py_func, (mat, vec))
     check("clamp", cuda_kernels.clamp.py_func, (vec, types.float32))
-    print("all kernels compile, float32 throughout the steps" if not failures
+    print(f"all kernels compile to {unit}, float32 throughout the steps" if not failures
           else f"{failures} kernel(s) failed")
     return 1 if failures else 0
+
+
+def _beside_nvvm(tool: str) -> str | None:
+    """`tool` in the bin folder of the CUDA wheel whose libnvvm is on LD_LIBRARY_PATH."""
+    for lib in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep):
+        path = Path(lib).parent / "bin" / tool
+        if lib and path.is_file():
+            return str(path)
+    return None
+
+
+def _resources(ptxas: str, ptx: str, cc: tuple) -> str:
+    """', N registers, M bytes stack' of the PTX's kernel, as ptxas -v reports them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        out = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", str(src), "-o",
+                              str(Path(tmp) / "k.cubin")], capture_output=True, text=True)
+    info = out.stderr
+    if out.returncode or "Used " not in info:
+        return f", ptxas failed: {(info.strip() or str(out.returncode)).splitlines()[-1]}"
+    regs = info.split("Used ")[1].split(" registers")[0]
+    stack = info.split(" bytes stack frame")[0].rsplit(None, 1)[-1]
+    return f", {regs} registers, {stack} bytes stack"
 
 
 if __name__ == "__main__":

@@ -8,16 +8,23 @@
     opt.step(params, grads, state)  # updates params and state in place; state counts steps
     optim.clip_grad_norm(grads, max_norm)            # in place; returns the norm before clipping
 
+    # K models in one launch: params (K, P), any hyper-parameter a numpy array of K values
+    opt = optim.create("adam", backend="cpu", lr=np.array([1e-4, 3e-4, 1e-3]))   # K = 3
+    state = opt.init(params_KP)                      # a BatchedState
+    opt.step(params_KP, grads_KP, state)             # = 3 separate 1-D steps, bit for bit
+    optim.clip_grad_norm(grads_KP, max_norm)         # each row alone; returns the K norms
+
 Backends: "numpy", the plainly written reference that reads like the papers; "cpu", one fused
 pass per step under `@njit(parallel=True)`; "cuda", `@cuda.jit`. Names, hyper-parameters,
 defaults and update rules follow torch.optim; `optim.spec(name).doc` states each rule, its
-paper and where Keras and optax differ.
+paper and where Keras and optax differ; `optbench.optim.batch` the rules of the batched step.
 """
 
+from optbench.optim.batch import BatchedState
 from optbench.optim.clip import clip_grad_norm, clip_grad_value
 from optbench.optim.optimizer import BACKENDS, Optimizer, State, create, names, spec
 
 __all__ = [
-    "BACKENDS", "Optimizer", "State", "clip_grad_norm", "clip_grad_value", "create", "names",
-    "spec",
+    "BACKENDS", "BatchedState", "Optimizer", "State", "clip_grad_norm", "clip_grad_value",
+    "create", "names", "spec",
 ]

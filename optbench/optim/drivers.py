@@ -4,22 +4,28 @@ in `cuda_kernels` (imported only once `cuda_module()` found a GPU or the simulat
 A spec's rule, called with its options (bools), returns the element update
 `update(i, p, g, s, h)`: p, g the parameter and gradient vectors, s the tuple of state
 vectors (s[k][i]), h a tuple of float32 per-step scalars. A driver only decides which i each
-thread visits:
+thread visits, and which h it passes:
 
 - CPU: `@njit(parallel=True)`, `prange` over the elements (Numba hands each thread one
   contiguous range, which LLVM vectorizes); below `tuning.CPU_SERIAL_BELOW` elements a plain
   loop on the calling thread, because waking the workers costs more than the update.
-- CUDA: `@cuda.jit`, a grid-stride loop, so any grid covers any n.
+- CPU, batched (issue 8): K models as the rows of C-contiguous (K, P) arrays, passed
+  raveled, with H a (K, len(h)) float32 array, row k model k's scalars. `prange` runs over
+  fixed chunks of `tuning.CPU_BATCH_CHUNK` elements of one row each; a chunk unpacks its
+  model's row of H into the tuple h once and runs the same rule over its flat indices, a
+  plain loop LLVM vectorizes as in the 1-D step, provided its index is unsigned: with a
+  signed index every p[i] carries Numba's negative-index wraparound, which stopped LLVM
+  vectorizing and made the batched Adam step 7x slower than the 1-D one (measured, one
+  thread, 16 x 67k). Same rule, same scalars, no fastmath: each row's bits equal a 1-D
+  step of that model.
+- CUDA (`cuda_kernels`): a grid-stride loop, so any grid covers any n; the batched kernel
+  adds a grid y dimension over the models.
 
 The options are closure constants of the update, so Numba prunes switched-off code paths
 (amsgrad, nesterov, ...) from its own IR before LLVM sees them. Passed as a runtime tuple
 instead, LLVM could not always fold them after inlining, and a branch left in the loop
-stopped vectorization: NAdam ran 7x slower.
-
-Issue 8's batched step (K models as C-contiguous (K, P) arrays, per-model hyper-parameters)
-is a third driver over the same updates: run the flat index j over all K*P elements of the
-raveled arrays and pass model j // P's scalars (`to_fixed_tuple(H[j // P], len(h))` from
-numba.np.unsafe.ndarray, or the row unpacked once per model); the rules stay as they are.
+stopped vectorization: NAdam ran 7x slower. For K models in one launch the options must
+therefore agree across the models (`optbench.optim.batch`); their scalars may differ.
 
 Caching: Numba keys its on-disk cache by the driver's source file and the closure's pickled
 contents; module-level helpers a rule calls (`scalar.maximum`, ...) are pickled by name only,
@@ -34,6 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numba
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from optbench.errors import UsageError
 from optbench.optim import tuning
@@ -71,6 +78,41 @@ def cpu_step(rule, options: tuple):
         else:
             for i in numba.prange(n):
                 update(i, p, g, s, h)
+
+    return step
+
+
+@lru_cache(maxsize=None)
+def cpu_batched_step(rule, options: tuple, nh: int):
+    """The batched CPU step `step(p, g, s, H, serial_below, chunk)` running `rule(*options)`
+    over K models: p, g and the slots raveled (K * P,) views of C-contiguous (K, P) arrays,
+    H (K, nh) float32 with model k's scalars in row k (see the module docstring); serial
+    below `serial_below` elements in all, else threads take chunks of `chunk` elements of
+    one row (tuning.CPU_SERIAL_BELOW, tuning.CPU_BATCH_CHUNK: loop bounds, so runtime
+    arguments, and one compiled kernel serves any)."""
+    update = rule(*options)
+    key = SOURCE_KEY
+
+    @numba.njit(
+        parallel=True, cache=True, error_model="numpy", fastmath=set(tuning.CPU_FASTMATH)
+    )
+    def step(p, g, s, H, serial_below, chunk):
+        key  # noqa: B018 - keeps the source hash in the cache key (see the module docstring)
+        models = H.shape[0]
+        size = p.size // models
+        if p.size < serial_below:
+            for k in range(models):
+                h = to_fixed_tuple(H[k], nh)
+                for i in range(numba.uint64(k * size), numba.uint64((k + 1) * size)):
+                    update(i, p, g, s, h)
+        else:
+            per_row = (size + chunk - 1) // chunk
+            for c in numba.prange(models * per_row):
+                k = c // per_row
+                lo = k * size + (c - k * per_row) * chunk
+                h = to_fixed_tuple(H[k], nh)
+                for i in range(numba.uint64(lo), numba.uint64(min(lo + chunk, (k + 1) * size))):
+                    update(i, p, g, s, h)
 
     return step
 

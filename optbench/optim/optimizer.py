@@ -2,7 +2,8 @@
 
 Every public entry point checks its input completely before it touches anything, and raises
 `UsageError` naming the problem and what is allowed. Past the checks, a step is one kernel
-launch ("cpu", "cuda") or one call of the numpy reference ("numpy").
+launch ("cpu", "cuda") or one call of the numpy reference ("numpy"); for K models as a
+(K, P) array (`optbench.optim.batch`) one launch for all K, or K calls of the reference.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from optbench.errors import UsageError
-from optbench.optim import adagrad, adam, adamax, drivers, lion, nadam, radam, rmsprop, sgd
-from optbench.optim.spec import Spec, validate
+from optbench.optim import (
+    adagrad, adam, adamax, batch, drivers, lion, nadam, radam, rmsprop, sgd, tuning,
+)
+from optbench.optim.batch import BatchedState
+from optbench.optim.spec import Spec
 
 SPECS: dict[str, Spec] = {
     s.name: s
@@ -24,9 +28,9 @@ BACKENDS = ("numpy", "cpu", "cuda")
 F32 = np.dtype(np.float32)
 
 
-def vector_size(x, what: str, backend: str, writeable: bool = True) -> int:
-    """The length of `x` if it is a 1-D contiguous float32 vector for `backend`, else a
-    UsageError saying what is wrong (host arrays must also be writeable unless told)."""
+def _checked(x, what: str, backend: str, writeable: bool):
+    """x's shape if x is a C-contiguous float32 array for `backend`, else a UsageError saying
+    what is wrong (host arrays must also be writeable unless told)."""
     if backend == "cuda":
         if isinstance(x, np.ndarray) or not hasattr(x, "copy_to_host"):
             raise UsageError(
@@ -47,12 +51,32 @@ def vector_size(x, what: str, backend: str, writeable: bool = True) -> int:
             raise UsageError(f"{what} is read-only; the step updates it in place")
     if x.dtype != F32:
         raise UsageError(f"{what} must be float32, got {x.dtype}")
-    if x.ndim != 1:
-        raise UsageError(f"{what} must be one flat 1-D vector, got shape {x.shape}")
+    if x.ndim not in (1, 2):
+        raise UsageError(f"{what} must be one flat 1-D vector, or (K, P) for K models; got "
+                         f"shape {x.shape}")
     if not contiguous:
         raise UsageError(f"{what} must be contiguous (np.ascontiguousarray), got strides "
                          f"{x.strides}")
-    return x.shape[0]
+    return x.shape
+
+
+def vector_size(x, what: str, backend: str, writeable: bool = True) -> int:
+    """The length of `x` if it is a 1-D contiguous float32 vector for `backend`, else a
+    UsageError saying what is wrong (host arrays must also be writeable unless told)."""
+    shape = _checked(x, what, backend, writeable)
+    if len(shape) != 1:
+        raise UsageError(f"{what} must be one flat 1-D vector, got shape {shape}")
+    return shape[0]
+
+
+def batch_shape(x, what: str, backend: str, writeable: bool = True) -> tuple[int, int]:
+    """(K, P) if `x` is a C-contiguous (K, P) float32 array for `backend` (one row per
+    model), else a UsageError saying what is wrong."""
+    shape = _checked(x, what, backend, writeable)
+    if len(shape) != 2 or 0 in shape:
+        raise UsageError(f"{what} must be a (K, P) array, one row of P > 0 parameters per "
+                         f"model, got shape {shape}")
+    return shape
 
 
 def names() -> tuple[str, ...]:
@@ -72,11 +96,13 @@ def spec(name: str) -> Spec:
 
 def create(name: str, backend: str = "cpu", **hparams) -> Optimizer:
     """An optimizer with torch.optim's hyper-parameter names and defaults, on a backend:
-    "numpy" (the plain reference), "cpu" (Numba, parallel) or "cuda" (Numba CUDA)."""
+    "numpy" (the plain reference), "cpu" (Numba, parallel) or "cuda" (Numba CUDA).
+    A hyper-parameter given as a numpy array has one value per model: the optimizer then
+    steps K models as (K, P) arrays (`optbench.optim.batch`)."""
     s = spec(name)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    return Optimizer(s, validate(s, hparams), backend)
+    return Optimizer(s, *batch.per_model(s, hparams), backend)
 
 
 class State:
@@ -114,24 +140,34 @@ class State:
 
 
 class Optimizer:
-    """An optimizer bound to its hyper-parameters and a backend. See `optbench.optim.create`."""
+    """An optimizer bound to its hyper-parameters and a backend. See `optbench.optim.create`.
 
-    def __init__(self, spec: Spec, hparams: dict, backend: str):
+    models: None, or the K per-model hyper-parameter dicts when some were given as arrays
+            (then params must be (K, P)); `hparams` shows those values as arrays.
+    """
+
+    def __init__(self, spec: Spec, hparams: dict, models: tuple | None, backend: str):
         self.spec = spec
         self.hparams = hparams
+        self.models = models
         self.backend = backend
-        self.slots: dict[str, float] = spec.slots(hparams)  # state vectors: initial values
+        one = models[0] if models else hparams  # models share options and slot names
+        self.slots: dict[str, float] = spec.slots(one)  # state vectors: initial values
         self._names = tuple(self.slots)
-        self._constants = spec.constants(hparams)
-        options = spec.options(hparams)
+        self._options = spec.options(one)
+        if models is None:
+            self._constants = spec.constants(hparams)
         if backend == "cpu":
-            self._kernel = drivers.cpu_step(spec.rule, options)
+            self._kernel = drivers.cpu_step(spec.rule, self._options)
         elif backend == "cuda":
             self._cuda = drivers.cuda_module()
             from optbench.optim import cuda_kernels
 
-            self._launch = cuda_kernels.launch
-            self._kernel = cuda_kernels.step_kernel(spec.rule, options)
+            self._kernels = cuda_kernels
+            self._per_thread = tuning.CUDA_ELEMENTS_PER_THREAD
+            self._kernel = cuda_kernels.step_kernel(
+                spec.rule, self._options, len(self._names), self._per_thread)
+            self._launchers: dict = {}  # (kernel, size, models) -> configured kernel
 
     @property
     def name(self) -> str:
@@ -147,26 +183,32 @@ class Optimizer:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
         return f"optim.create({self.name!r}, backend={self.backend!r}, {hp})"
 
-    def init(self, params) -> State:
-        """A fresh state (step 0) for `params`: a 1-D contiguous float32 vector (numpy for
-        "numpy"/"cpu", a CUDA device array for "cuda")."""
+    def init(self, params) -> State | BatchedState:
+        """A fresh state (step 0) for `params`: a 1-D contiguous float32 vector, or K models'
+        parameters as a C-contiguous (K, P) array (numpy for "numpy"/"cpu", a CUDA device
+        array for "cuda")."""
+        shape = _checked(params, "params", self.backend, writeable=True)
+        if len(shape) == 2:
+            return self._init_batch(params)
+        if self.models is not None:
+            raise UsageError(self._needs_rows(shape))
         n = vector_size(params, "params", self.backend)
         slots = tuple(np.full(n, value, F32) for value in self.slots.values())
         if self.backend == "cuda":
             slots = tuple(self._cuda.to_device(x) for x in slots)
         return State(self._names, slots, dict(self.spec.host), n, self.backend == "cuda")
 
-    def step(self, params, grads, state: State) -> None:
+    def step(self, params, grads, state: State | BatchedState) -> None:
         """One update of `params` (in place) from `grads`; `state` advances one step."""
+        if isinstance(state, BatchedState):
+            self._step_batch(params, grads, state)
+            return
+        if self.models is not None:
+            raise UsageError(self._needs_rows(getattr(params, "shape", None)))
         n = vector_size(params, "params", self.backend)
         if vector_size(grads, "grads", self.backend, writeable=False) != n:
             raise UsageError(f"grads has {grads.shape[0]} elements, params {n}; they must match")
-        if not isinstance(state, State) or state.names != self._names:
-            raise UsageError(
-                f"state does not belong to this {self.name} optimizer (its slots are "
-                f"{getattr(state, 'names', type(state).__name__)}, this optimizer's "
-                f"{self._names}); make it with opt.init(params)"
-            )
+        self._check_state(state)
         if state.size != n or state.on_device != (self.backend == "cuda"):
             where = "device" if state.on_device else "host"
             raise UsageError(
@@ -181,4 +223,80 @@ class Optimizer:
         if self.backend == "cpu":
             self._kernel(params, grads, state.slots, h)
         else:
-            self._kernel[self._launch(n)](params, grads, state.slots, h)
+            self._launch(self._kernel, (params, grads, state.slots, h), n)
+
+    def _check_state(self, state) -> None:
+        if not isinstance(state, (State, BatchedState)) or state.names != self._names:
+            raise UsageError(
+                f"state does not belong to this {self.name} optimizer (its slots are "
+                f"{getattr(state, 'names', type(state).__name__)}, this optimizer's "
+                f"{self._names}); make it with opt.init(params)"
+            )
+
+    def _needs_rows(self, shape) -> str:
+        given = [n for n, v in self.hparams.items() if isinstance(v, np.ndarray)]
+        k = len(self.models)
+        return (f"this {self.name} optimizer has per-model hyper-parameters ({', '.join(given)}) "
+                f"for K = {k} models: params and grads must be ({k}, P) arrays, one row per "
+                f"model; got shape {shape}")
+
+    def _models(self, k: int) -> tuple:
+        """Each of k models' hyper-parameters: the per-model ones, or hparams k times."""
+        if self.models is None:
+            return (self.hparams,) * k
+        if len(self.models) != k:
+            raise UsageError(self._needs_rows(f"({k}, P)"))
+        return self.models
+
+    def _init_batch(self, params) -> BatchedState:
+        k, n = batch_shape(params, "params", self.backend)
+        models = self._models(k)
+        slots = []
+        for name in self._names:
+            x = np.empty((k, n), F32)
+            x[:] = np.array([self.spec.slots(m)[name] for m in models], F32)[:, None]
+            slots.append(self._cuda.to_device(x) if self.backend == "cuda" else x)
+        on_device = self.backend == "cuda"
+        rows = tuple(State(self._names, tuple(x[i] for x in slots), dict(self.spec.host), n,
+                           on_device) for i in range(k))
+        constants = np.array([self.spec.constants(m) for m in models], F32)
+        return BatchedState(self._names, tuple(slots), rows, (k, n), on_device, constants)
+
+    def _step_batch(self, params, grads, state: BatchedState) -> None:
+        shape = batch_shape(params, "params", self.backend)
+        if batch_shape(grads, "grads", self.backend, writeable=False) != shape:
+            raise UsageError(f"grads has shape {grads.shape}, params {shape}; they must match")
+        self._check_state(state)
+        models = self._models(shape[0])
+        if state.shape != shape or state.on_device != (self.backend == "cuda"):
+            where = "device" if state.on_device else "host"
+            raise UsageError(
+                f"state was made for {state.shape} params on the {where}; this step has "
+                f"{shape} params for backend {self.backend!r}: make it with opt.init(params)"
+            )
+        state.step += 1
+        for row in state.rows:
+            row.step = state.step
+        if self.backend == "numpy":
+            for p, g, row, h in zip(params, grads, state.rows, models):
+                self.spec.reference(p, g, row, h)
+            return
+        scalars = np.array([self.spec.scalars(h, row) for h, row in zip(models, state.rows)],
+                           F32).reshape(shape[0], -1)
+        H = np.concatenate((scalars, state.constants), axis=1)
+        p, g = params.reshape(-1), grads.reshape(-1)
+        if self.backend == "cpu":
+            kernel = drivers.cpu_batched_step(self.spec.rule, self._options, H.shape[1])
+            kernel(p, g, state.flat, H, tuning.CPU_SERIAL_BELOW, tuning.CPU_BATCH_CHUNK)
+        else:
+            kernel = self._kernels.batched_step_kernel(
+                self.spec.rule, self._options, len(self._names), self._per_thread, H.shape[1])
+            self._launch(kernel, (p, g, state.flat, self._cuda.to_device(H)), *shape[::-1])
+
+    def _launch(self, kernel, args, size: int, models: int = 1) -> None:
+        key = (kernel, size, models)
+        run = self._launchers.get(key)
+        if run is None:
+            run = self._launchers[key] = self._kernels.launcher(
+                kernel, args, self._per_thread, size, models)
+        run(*args)
