@@ -98,7 +98,19 @@ def _same_kernel(spec: Spec, models: list[dict]) -> None:
         )
 
 
-class BatchedState:
+class SlotLookup:
+    """`state[name]`: a state's slot by its name, for State and BatchedState."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str):
+        try:
+            return self.slots[self.names.index(name)]
+        except ValueError:
+            raise KeyError(f"no slot {name!r}; this state has {self.names}") from None
+
+
+class BatchedState(SlotLookup):
     """The optimizer state of K models stepped together.
 
     step:  completed steps, the same for every model.
@@ -119,12 +131,6 @@ class BatchedState:
         self.on_device = on_device
         self.flat = tuple(x.reshape(shape[0] * shape[1]) for x in slots)  # what kernels get
         self.constants = constants  # (K, len(spec.constants)) float32: each model's constants
-
-    def __getitem__(self, name: str):
-        try:
-            return self.slots[self.names.index(name)]
-        except ValueError:
-            raise KeyError(f"no slot {name!r}; this state has {self.names}") from None
 
     def __repr__(self) -> str:
         return (f"BatchedState(step={self.step}, models={self.shape[0]}, size={self.shape[1]}, "

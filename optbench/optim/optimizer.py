@@ -14,7 +14,7 @@ from optbench.errors import UsageError
 from optbench.optim import (
     adagrad, adam, adamax, batch, drivers, lion, nadam, radam, rmsprop, sgd, tuning,
 )
-from optbench.optim.batch import BatchedState
+from optbench.optim.batch import BatchedState, SlotLookup
 from optbench.optim.spec import Spec
 
 SPECS: dict[str, Spec] = {
@@ -105,7 +105,7 @@ def create(name: str, backend: str = "cpu", **hparams) -> Optimizer:
     return Optimizer(s, *batch.per_model(s, hparams), backend)
 
 
-class State:
+class State(SlotLookup):
     """One parameter vector's optimizer state.
 
     step:  completed steps (torch's state["step"]); the next step is number step + 1.
@@ -128,12 +128,6 @@ class State:
         self.host = host
         self.size = size
         self.on_device = on_device
-
-    def __getitem__(self, name: str):
-        try:
-            return self.slots[self.names.index(name)]
-        except ValueError:
-            raise KeyError(f"no slot {name!r}; this state has {self.names}") from None
 
     def __repr__(self) -> str:
         return f"State(step={self.step}, size={self.size}, slots={self.names}, host={self.host})"
