@@ -11,7 +11,9 @@ input is checked before any work starts; bad input is one line on stderr and exi
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections import Counter
 
 DEFAULT_OUT = "results"
@@ -99,20 +101,33 @@ def _warn_if_busy() -> None:
     region wait for each other at its end, and a descheduled one costs a time slice, so a
     shared core made a training step 10-200x slower here (one thread per process does not
     suffer that; --workers gives each worker one)."""
-    import os
-
     import numba
 
     threads = numba.get_num_threads()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not on this platform
-        return
-    cores = os.cpu_count() or 1
-    if threads > 1 and load > 0.5 * cores:
-        print(f"note: the load average is {load:.1f} on {cores} cores before this run; Numba's "
+    busy = _busy_cores() if threads > 1 else None
+    if busy is not None and busy >= 0.5:
+        print(f"note: other processes are using {busy:.1f} of {os.cpu_count()} cores; Numba's "
               f"{threads} threads slow down badly on busy cores: NUMBA_NUM_THREADS=1 or "
               "--workers avoids that", file=sys.stderr)
+
+
+def _busy_cores(seconds: float = 0.2) -> float | None:
+    """Cores kept busy by anything while this process sleeps, from /proc/stat (Linux; None
+    elsewhere). The load average would lag by a minute: it still counts a job just ended."""
+    def sample():
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
 def _report(directory: str, matrix: str) -> int:

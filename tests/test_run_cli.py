@@ -1,6 +1,5 @@
 """`python -m optbench run`: its bad-input refusals and its plan."""
 
-import os
 import sqlite3
 
 import pytest
@@ -68,16 +67,30 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     assert load(str(tmp_path)).cells.empty
 
 
-@pytest.mark.parametrize("load, warned", [(0.3, False), (1.9, True)])
-def test_a_busy_machine_gets_a_note_about_numba_threads(monkeypatch, capsys, load, warned):
+@pytest.mark.parametrize("busy, warned", [(0.1, False), (1.2, True), (None, False)])
+def test_a_busy_machine_gets_a_note_about_numba_threads(monkeypatch, capsys, busy, warned):
     import numba
 
     from optbench import run
 
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(run, "_busy_cores", lambda: busy)
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     run._warn_if_busy()
     err = capsys.readouterr().err
     assert ("NUMBA_NUM_THREADS=1" in err) is warned
     assert err.count("\n") == int(warned)
+
+
+def test_busy_cores_sees_a_process_that_spins():
+    import subprocess
+    import sys
+
+    from optbench import run
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = run._busy_cores(seconds=0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy is not None and busy >= 0.7, busy
