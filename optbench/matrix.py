@@ -78,7 +78,7 @@ KEYS = {
 REQUIRED = ("tasks", "lengths", "optimizers")
 
 # Presets: data in the config format above. Run times on the development machine (2 AMD EPYC
-# cores, shared): `quick` measured 2.5-2.7 min serially and 1.4 min with --workers 2. The
+# cores, shared): `quick` measured 2.1-2.7 min serially and 1.4 min with --workers 2. The
 # others are upper bounds from `tools/estimate_presets.py` (every cell using its whole
 # budget, one Numba thread; on `quick` the bound is 4 min): smoke seconds, seed 3 min,
 # standard 5.7 h, full 15 days (meant for a Dask cluster).
