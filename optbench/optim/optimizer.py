@@ -203,12 +203,7 @@ class Optimizer:
         if vector_size(grads, "grads", self.backend, writeable=False) != n:
             raise UsageError(f"grads has {grads.shape[0]} elements, params {n}; they must match")
         self._check_state(state)
-        if state.size != n or state.on_device != (self.backend == "cuda"):
-            where = "device" if state.on_device else "host"
-            raise UsageError(
-                f"state was made for {state.size} params on the {where}; this step has {n} "
-                f"params for backend {self.backend!r}: make it with opt.init(params)"
-            )
+        self._check_fit(state, state.size, n)
         state.step += 1
         if self.backend == "numpy":
             self.spec.reference(params, grads, state, self.hparams)
@@ -256,18 +251,23 @@ class Optimizer:
         constants = np.array([self.spec.constants(m) for m in models], F32)
         return BatchedState(self._names, tuple(slots), rows, (k, n), on_device, constants)
 
+    def _check_fit(self, state, made_for, given) -> None:
+        """UsageError unless `state` was made for params of this size (or (K, P) shape) on
+        this backend's side of the bus."""
+        if made_for != given or state.on_device != (self.backend == "cuda"):
+            where = "device" if state.on_device else "host"
+            raise UsageError(
+                f"state was made for {made_for} params on the {where}; this step has "
+                f"{given} params for backend {self.backend!r}: make it with opt.init(params)"
+            )
+
     def _step_batch(self, params, grads, state: BatchedState) -> None:
         shape = batch_shape(params, "params", self.backend)
         if batch_shape(grads, "grads", self.backend, writeable=False) != shape:
             raise UsageError(f"grads has shape {grads.shape}, params {shape}; they must match")
         self._check_state(state)
         models = self._models(shape[0])
-        if state.shape != shape or state.on_device != (self.backend == "cuda"):
-            where = "device" if state.on_device else "host"
-            raise UsageError(
-                f"state was made for {state.shape} params on the {where}; this step has "
-                f"{shape} params for backend {self.backend!r}: make it with opt.init(params)"
-            )
+        self._check_fit(state, state.shape, shape)
         state.step += 1
         for row in state.rows:
             row.step = state.step
