@@ -8,7 +8,7 @@ import pytest
 from optbench import nn
 from optbench.errors import UsageError
 from optbench.nn._act import sigmoid, tanh
-from optbench.nn._gemm import gemm, mm, mm_tn, pack, panel_table
+from optbench.nn._gemm import SIGMOID, STORE, TANH, gemm, mm, mm_tn, pack, panel_table
 from optbench.nn._jit import EVAL_ROWS, kernel, panel_width
 
 
@@ -319,6 +319,40 @@ def test_packed_product_matches_numpy(dtype, M, K, N):
     mm(a, 3, packed, pk, c, 0, 0, M + 1, False)
     np.testing.assert_allclose(c[:, :min(nr, N)], a[:, 3:K + 5] @ b[:, :min(nr, N)],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_product_applies_each_panels_activation_in_registers(dtype):
+    """mm with a panel table that names activations (the LSTM's gates): STORE, SIGMOID
+    and TANH panels against numpy on pre-activations out to +-20 (past the float32
+    clamp), a NaN row, row counts that use the tall tile and the 4-row remainder; ADD
+    ignores the activations."""
+    rng = np.random.default_rng(3)
+    nr = panel_width(np.dtype(dtype).itemsize)
+    M, K = 13, 21
+    a = rng.standard_normal((M, K)).astype(dtype)
+    a[5, 2] = np.nan
+    b = (rng.standard_normal((K, 3 * nr)) * 1.5).astype(dtype)
+    pk, size = panel_table([(0, K)] * 3, nr, [STORE, SIGMOID, TANH])
+    packed = np.empty(size, dtype)
+    pack(b, packed, pk)
+    c = np.full((M, 3 * nr), -7.0, dtype)
+    mm(a, 0, packed, pk, c, 0, 0, M, False)
+    raw = np.empty_like(c)  # the same sums, stored as they are
+    mm(a, 0, packed, np.ascontiguousarray(pk[:, :3]), raw, 0, 0, M, False)
+    pre = raw.astype(np.float64)
+    np.testing.assert_allclose(pre, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)
+    assert np.nanmax(np.abs(pre)) > 10
+    with np.errstate(over="ignore"):
+        expect = np.concatenate([pre[:, :nr], 1 / (1 + np.exp(-pre[:, nr:2 * nr])),
+                                 np.tanh(pre[:, 2 * nr:])], axis=1)
+    tol = 3e-7 if dtype == np.float32 else 1e-12
+    assert np.array_equal(c[:, :nr], raw[:, :nr], equal_nan=True)
+    np.testing.assert_allclose(c[:, nr:], expect[:, nr:], rtol=0, atol=tol)
+    assert np.isnan(c[5]).all() and not np.isnan(np.delete(c, 5, axis=0)).any()
+    before = c.copy()
+    mm(a, 0, packed, pk, c, 0, 0, M, True)
+    np.testing.assert_allclose(c, before + pre, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

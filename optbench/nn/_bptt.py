@@ -44,6 +44,9 @@ class CellSpec:
     backward: Callable
     cell_state: bool = False  # LSTM: keeps c_t
     reference: str = ""
+    # The activation (_gemm.STORE for none, SIGMOID, TANH) that the forward product
+    # applies to each block in registers (None: none); the cell's kernel does the rest.
+    activations: tuple[int, ...] | None = None
 
     @property
     def n_blocks(self) -> int:

@@ -30,21 +30,78 @@ from optbench.nn._jit import MR, NV, VECTOR_BYTES, kernel
 ensure_blas()  # numba's BLAS entry points come from scipy.linalg.cython_blas
 
 
+# What a tile does with its sums (`_tile`'s `mode`): store them, add them to C, or
+# store sigmoid / tanh of them.
+STORE, ADD, SIGMOID, TANH = 0, 1, 2, 3
+
+
+def _vector_tanh(builder, x, fma):
+    """The float32 tanh of optbench.nn._act (Eigen's rational approximation) on a vector."""
+    from optbench.nn._act import _CLAMP, _P, _Q
+
+    vty = x.type
+
+    def const(v):
+        return ir.Constant(vty, [float(v)] * vty.count)
+
+    hi, lo = const(_CLAMP), const(-_CLAMP)
+    # Selects, not minnum / maxnum: NaN compares false and so passes through, as in _act.
+    v = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
+    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+    x2 = builder.fmul(v, v)
+    p = const(_P[0])
+    for coef in _P[1:]:
+        p = builder.call(fma, [p, x2, const(coef)])
+    q = const(_Q[0])
+    for coef in _Q[1:]:
+        q = builder.call(fma, [q, x2, const(coef)])
+    return builder.fdiv(builder.fmul(v, p), q)
+
+
+def _lanewise(builder, x, name, fn):
+    """fn(libm `name`, lane) for each lane of x (float64: the gradient-check mode)."""
+    ety = x.type.element
+    f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ety, [ety]), name)
+    out = ir.Constant(x.type, ir.Undefined)
+    for lane in range(x.type.count):
+        at = ir.IntType(32)(lane)
+        out = builder.insert_element(out, fn(f, builder.extract_element(x, at)), at)
+    return out
+
+
+def _vector_act(builder, x, act, fma):
+    if act not in (SIGMOID, TANH):
+        return x
+    if isinstance(x.type.element, ir.DoubleType):
+        one = ir.Constant(x.type.element, 1.0)
+        if act == TANH:
+            return _lanewise(builder, x, "tanh", lambda f, v: builder.call(f, [v]))
+        return _lanewise(builder, x, "exp", lambda f, v: builder.fdiv(
+            one, builder.fadd(one, builder.call(f, [builder.fneg(v)]))))
+    if act == TANH:
+        return _vector_tanh(builder, x, fma)
+    half = ir.Constant(x.type, [0.5] * x.type.count)  # sigmoid: (1 + tanh(x / 2)) / 2
+    return builder.call(fma, [half, _vector_tanh(builder, builder.fmul(half, x), fma), half])
+
+
 @intrinsic(prefer_literal=True)
-def _tile(typingctx, mr, nv, acc, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
-    """C[r, j] (+)= sum_k A[r, k] * B[k, j] for r < mr, j < nv * VL, k < n_k.
+def _tile(typingctx, mr, nv, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
+    """C[r, j] = f(sum_k A[r, k] * B[k, j]) for r < mr, j < nv * VL, k < n_k.
 
     A[r, k] = a.data[a_off + r * a_rs + k * a_ks]; B[k, j] = b.data[b_off + k * ldb + j];
-    C[r, j] = c.data[c_off + r * ldc + j]; VL = VECTOR_BYTES / itemsize lanes. `acc`
-    False overwrites C, True adds to it. The mr * nv accumulators are vector registers;
-    every k broadcasts mr values of A and fuses them with nv vectors of B (llvm.fma).
+    C[r, j] = c.data[c_off + r * ldc + j]; VL = VECTOR_BYTES / itemsize lanes. `mode`:
+    STORE overwrites C, ADD adds to it, SIGMOID / TANH store that function of the sums,
+    applied in registers so that the cells' gates need no pass of their own (the
+    functions of optbench.nn._act: float32 its approximation, float64 libm per lane).
+    The mr * nv accumulators are vector registers; every k broadcasts mr values of A and
+    fuses them with nv vectors of B (llvm.fma).
     """
-    literal = (types.IntegerLiteral, types.BooleanLiteral)
-    if not all(isinstance(t, literal) for t in (mr, nv, acc)):
+    if not all(isinstance(t, types.IntegerLiteral) for t in (mr, nv, mode)):
         return None
-    m_r, n_v, accumulate = mr.literal_value, nv.literal_value, acc.literal_value
+    m_r, n_v, activation = mr.literal_value, nv.literal_value, mode.literal_value
+    accumulate = activation == ADD
     dtype = a.dtype
-    sig = types.void(mr, nv, acc, types.intp, a, types.intp, types.intp, types.intp,
+    sig = types.void(mr, nv, mode, types.intp, a, types.intp, types.intp, types.intp,
                      b, types.intp, types.intp, c, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
@@ -90,34 +147,71 @@ def _tile(typingctx, mr, nv, acc, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c
                                   accs[r][v])
         for r in range(m_r):
             for v in range(n_v):
-                builder.store(builder.load(accs[r][v]), c_vec_ptr(r, v), align=1)
+                out = _vector_act(builder, builder.load(accs[r][v]), activation, fma)
+                builder.store(out, c_vec_ptr(r, v), align=1)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @kernel
-def _tiles(rows, acc, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
-    """One literal instantiation of `_tile` per (rows, acc): rows < MR only at a chunk's end."""
-    if rows == MR:
-        if acc:
-            _tile(MR, NV, True, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+def _tile_rows(rows, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
+    """One literal instantiation of `_tile` per (rows, mode), for rows <= 4."""
+    if rows == 4:
+        if mode == STORE:
+            _tile(4, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == ADD:
+            _tile(4, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == SIGMOID:
+            _tile(4, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
         else:
-            _tile(MR, NV, False, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+            _tile(4, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
     elif rows == 3:
-        if acc:
-            _tile(3, NV, True, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        if mode == STORE:
+            _tile(3, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == ADD:
+            _tile(3, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == SIGMOID:
+            _tile(3, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
         else:
-            _tile(3, NV, False, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+            _tile(3, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
     elif rows == 2:
-        if acc:
-            _tile(2, NV, True, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        if mode == STORE:
+            _tile(2, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == ADD:
+            _tile(2, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == SIGMOID:
+            _tile(2, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
         else:
-            _tile(2, NV, False, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
-    elif acc:
-        _tile(1, NV, True, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+            _tile(2, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
     else:
-        _tile(1, NV, False, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        if mode == STORE:
+            _tile(1, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == ADD:
+            _tile(1, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == SIGMOID:
+            _tile(1, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        else:
+            _tile(1, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+
+
+@kernel
+def _tiles(rows, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
+    """`rows` rows: one MR-row tile when rows == MR (all but a chunk's end), else 4-row
+    tiles and the rest."""
+    if MR > 4 and rows == MR:
+        if mode == STORE:
+            _tile(MR, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == ADD:
+            _tile(MR, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        elif mode == SIGMOID:
+            _tile(MR, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        else:
+            _tile(MR, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        return
+    for r in range(0, rows, 4):
+        _tile_rows(min(4, rows - r), mode, n_k, a, a_off + r * a_rs, a_rs, a_ks,
+                   b, b_off, ldb, c, c_off + r * ldc, ldc)
 
 
 @kernel
@@ -133,8 +227,9 @@ def mm(a, a_col, data, pk, c, c_col, lo, hi, acc):
     ldc = c.strides[0] // c.itemsize
     for p in range(pk.shape[0]):
         off, k0, k1 = pk[p, 0], pk[p, 1], pk[p, 2]
+        mode = ADD if acc else pk[p, 3] if pk.shape[1] > 3 else STORE
         for r in range(lo, hi, MR):
-            _tiles(min(MR, hi - r), acc, k1 - k0, a, r * lda + a_col + k0, lda, 1,
+            _tiles(min(MR, hi - r), mode, k1 - k0, a, r * lda + a_col + k0, lda, 1,
                    data, off, nr, c, r * ldc + c_col + p * nr, ldc)
 
 
@@ -143,10 +238,11 @@ def mm_tn(a, b, c, panels, kc):
     """C[m0:m1, p*NR : (p+1)*NR] = A[:, m0:m1]^T @ B[:, p*NR : (p+1)*NR] for each row
     (p, m0, m1) of `panels`: sums over all rows k of A (K x M) and B (K x N), both
     row-major, the weight-gradient form. K runs in blocks of `kc` rows, outer, so that
-    a block of A is read from memory once and stays in L2 across the panels, and a
-    panel's block of B (kc x NR) stays in L1 across the row tiles. That needs B's row
-    stride to be an odd number of cache lines (see model._row_stride): at 2 KiB, say,
-    all rows would fall into two of L1's 64 sets and evict each other.
+    a block of A is read from memory once and stays in cache across the panels, and a
+    panel's block of B (kc x NR) stays in L2 (or L1, for short blocks) across the row
+    tiles. That needs B's row stride to be an odd number of cache lines (see
+    model._row_stride): at 2 KiB, say, all rows would fall into a few sets and evict
+    each other.
     """
     nr = NV * VECTOR_BYTES // b.itemsize
     lda = a.strides[0] // a.itemsize
@@ -157,7 +253,7 @@ def mm_tn(a, b, c, panels, kc):
         for i in range(panels.shape[0]):
             p, m0, m1 = panels[i, 0], panels[i, 1], panels[i, 2]
             for r in range(m0, m1, MR):
-                _tiles(min(MR, m1 - r), k0 > 0, n_k, a, k0 * lda + r, 1, lda,
+                _tiles(min(MR, m1 - r), ADD if k0 > 0 else STORE, n_k, a, k0 * lda + r, 1, lda,
                        b, k0 * ldb + p * nr, ldb, c, r * ldc + p * nr, ldc)
 
 
@@ -176,12 +272,16 @@ def pack(b, data, pk):
             data[row + width:row + nr] = 0
 
 
-def panel_table(k_ranges, nr: int) -> tuple[np.ndarray, int]:
-    """(pk, length of data) for panels of `nr` columns whose rows are k_ranges[p] = (k0, k1)."""
-    pk = np.zeros((len(k_ranges), 3), np.int64)
+def panel_table(k_ranges, nr: int, acts=None) -> tuple[np.ndarray, int]:
+    """(pk, length of data) for panels of `nr` columns whose rows are k_ranges[p] = (k0, k1)
+    and (given `acts`) whose results `mm` stores through activation acts[p] (a `_tile`
+    mode: STORE, SIGMOID or TANH)."""
+    pk = np.zeros((len(k_ranges), 3 if acts is None else 4), np.int64)
     off = 0
     for p, (k0, k1) in enumerate(k_ranges):
-        pk[p] = off, k0, k1
+        pk[p, :3] = off, k0, k1
+        if acts is not None:
+            pk[p, 3] = acts[p]
         off += (k1 - k0) * nr
     return pk, off
 

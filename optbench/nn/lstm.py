@@ -24,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from optbench.nn._act import sigmoid, tanh
+from optbench.nn._act import tanh
 from optbench.nn._bptt import CellSpec, dh_step, start_state
-from optbench.nn._gemm import mm
+from optbench.nn._gemm import SIGMOID, TANH, mm
 from optbench.nn._jit import kernel
 
 _ONE = np.float32(1.0)
@@ -50,17 +50,13 @@ def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidd
             for b in range(lo, hi):
                 for k in range(x.shape[2]):
                     zt[b, hidden + 1 + k] = x[b, t, k]
+            # The product applies the gates' sigmoid / tanh in registers (SPEC.activations).
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
                 # One simple loop per quantity, over 1-D views: LLVM vectorizes a loop
-                # only when it can rule out overlap with a few runtime checks. Blocks
-                # i, f, o are adjacent, so one loop covers them (and their padding).
-                ifo, gg = gt[b, :3 * hp], gt[b, 3 * hp:3 * hp + hidden]
-                for j in range(3 * hp):
-                    ifo[j] = sigmoid(ifo[j])
-                for j in range(hidden):
-                    gg[j] = tanh(gg[j])
-                i, f, o = ifo[:hidden], ifo[hp:hp + hidden], ifo[2 * hp:2 * hp + hidden]
+                # only when it can rule out overlap with a few runtime checks.
+                i, f = gt[b, :hidden], gt[b, hp:hp + hidden]
+                o, gg = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
                 cp, cn, h = c0[b], c1[b], zn[b]
                 for j in range(hidden):
                     cn[j] = f[j] * cp[j] + i[j] * gg[j]
@@ -107,5 +103,6 @@ def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, n
 SPEC = CellSpec(
     name="lstm", gates=("i", "f", "g", "o"), ih_blocks=(0, 1, 3, 2), hh_blocks=(0, 1, 3, 2),
     forward=lstm_forward, backward=lstm_backward, cell_state=True,
+    activations=(SIGMOID, SIGMOID, SIGMOID, TANH),
     reference="Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000",
 )

@@ -22,7 +22,7 @@ from optbench.errors import UsageError
 from optbench.nn import gru, lstm, rnn
 from optbench.nn._bptt import CellSpec, pack_weights, weight_grads
 from optbench.nn._gemm import panel_table
-from optbench.nn._jit import EVAL_ROWS, MR, panel_width
+from optbench.nn._jit import EVAL_ROWS, ROWS, panel_width
 from optbench.nn.init import SCHEMES, initialise
 from optbench.nn.losses import LOSSES
 
@@ -133,10 +133,10 @@ class _Workspace:
         m, dt = model, model.dtype
         nr = panel_width(np.dtype(dt).itemsize)
         outs = steps if m.head == "every" else 1
-        # One chunk of rows per thread, whole MR-row tiles except at the end of the batch.
-        tiles = -(-batch // MR)
+        # One chunk of rows per thread, whole ROWS-row units except at the end of the batch.
+        tiles = -(-batch // ROWS)
         chunks = min(numba.get_num_threads(), tiles)
-        self.rows = np.array([min(batch, MR * round(i * tiles / chunks))
+        self.rows = np.array([min(batch, ROWS * round(i * tiles / chunks))
                               for i in range(chunks + 1)], np.int64)
         self.z = np.zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
         self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
@@ -190,7 +190,9 @@ class Model:
         self._gate_h = np.array([spec.hh_blocks.index(b) if b in spec.hh_blocks else -1
                                  for b in range(nb)], np.int64)
         tables = {
-            "cat": panel_table([k_ranges[p * nr // hp] for p in range(self.g_width // nr)], nr),
+            "cat": panel_table([k_ranges[p * nr // hp] for p in range(self.g_width // nr)], nr,
+                               None if spec.activations is None else
+                               [spec.activations[p * nr // hp] for p in range(self.g_width // nr)]),
             "bwd": panel_table([(0, nbh * hp)] * (hp // nr), nr),
             "head": panel_table([(0, H + 1)] * -(-O // nr), nr),
             "headt": panel_table([(0, O)] * (hp // nr), nr),
