@@ -69,7 +69,8 @@ def _lanewise(builder, x, name, fn):
     return out
 
 
-def _vector_act(builder, x, act, fma):
+def vector_act(builder, x, act, fma):
+    """act(x) for a vector x: SIGMOID, TANH, or x itself for any other mode."""
     if act not in (SIGMOID, TANH):
         return x
     if isinstance(x.type.element, ir.DoubleType):
@@ -82,6 +83,49 @@ def _vector_act(builder, x, act, fma):
         return _vector_tanh(builder, x, fma)
     half = ir.Constant(x.type, [0.5] * x.type.count)  # sigmoid: (1 + tanh(x / 2)) / 2
     return builder.call(fma, [half, _vector_tanh(builder, builder.fmul(half, x), fma), half])
+
+
+def vector_type(context, dtype):
+    """(LLVM vector type of VECTOR_BYTES, its lane count, llvm.fma on it) for `dtype`."""
+    ety = context.get_value_type(dtype)
+    lanes = VECTOR_BYTES // context.get_abi_sizeof(ety)
+    return ir.VectorType(ety, lanes), lanes, f"llvm.fma.v{lanes}{'f32' if dtype == types.float32 else 'f64'}"
+
+
+def data_pointer(context, builder, array_type, array, offset):
+    """Pointer to element `offset` of an array's data."""
+    return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
+
+
+def vector_pointer(builder, base, index, vty):
+    """Pointer to the vector that starts `index` elements past `base` (any alignment)."""
+    return builder.bitcast(builder.gep(base, [index]), vty.as_pointer())
+
+
+def products(builder, vty, fma, m_r, n_v, init, n_k, ap, a_rs, a_ks, bp, ldb):
+    """The register tile's k loop: the m_r x n_v vectors init[r][v] + sum_k A[r, k] * B[k,
+    v-th vector] (see `_tile`), as a list of lists of values after the loop."""
+    lanes = vty.count
+    intp = a_rs.type
+    accs = [[cgutils.alloca_once(builder, vty) for _ in range(n_v)] for _ in range(m_r)]
+    for r in range(m_r):
+        for v in range(n_v):
+            builder.store(init[r][v], accs[r][v])
+    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    with cgutils.for_range(builder, n_k) as loop:
+        k = loop.index
+        bk = builder.gep(bp, [builder.mul(k, ldb)])
+        ak = builder.gep(ap, [builder.mul(k, a_ks)])
+        bv = [builder.load(vector_pointer(builder, bk, intp(v * lanes), vty), align=1)
+              for v in range(n_v)]
+        for r in range(m_r):
+            x = builder.load(builder.gep(ak, [builder.mul(a_rs, intp(r))]))
+            x = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.IntType(32)(0))
+            x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), splat_mask)
+            for v in range(n_v):
+                builder.store(builder.call(fma, [x, bv[v], builder.load(accs[r][v])]),
+                              accs[r][v])
+    return [[builder.load(accs[r][v]) for v in range(n_v)] for r in range(m_r)]
 
 
 @intrinsic(prefer_literal=True)
@@ -99,56 +143,29 @@ def _tile(typingctx, mr, nv, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, 
     if not all(isinstance(t, types.IntegerLiteral) for t in (mr, nv, mode)):
         return None
     m_r, n_v, activation = mr.literal_value, nv.literal_value, mode.literal_value
-    accumulate = activation == ADD
     dtype = a.dtype
     sig = types.void(mr, nv, mode, types.intp, a, types.intp, types.intp, types.intp,
                      b, types.intp, types.intp, c, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
         _, _, _, n_k, a_arr, a_off, a_rs, a_ks, b_arr, b_off, ldb, c_arr, c_off, ldc = args
-        ety = context.get_value_type(dtype)
-        lanes = VECTOR_BYTES // context.get_abi_sizeof(ety)
-        vty = ir.VectorType(ety, lanes)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty] * 3),
-            f"llvm.fma.v{lanes}{'f32' if dtype == types.float32 else 'f64'}")
-        ap = builder.gep(context.make_array(signature.args[4])(context, builder, a_arr).data,
-                         [a_off])
-        bp = builder.gep(context.make_array(signature.args[8])(context, builder, b_arr).data,
-                         [b_off])
-        cp = builder.gep(context.make_array(signature.args[11])(context, builder, c_arr).data,
-                         [c_off])
+        vty, lanes, fma_name = vector_type(context, dtype)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                             fma_name)
+        ap = data_pointer(context, builder, signature.args[4], a_arr, a_off)
+        bp = data_pointer(context, builder, signature.args[8], b_arr, b_off)
+        cp = data_pointer(context, builder, signature.args[11], c_arr, c_off)
         intp = a_off.type
-
-        def c_vec_ptr(r, v):
-            at = builder.gep(cp, [builder.add(builder.mul(ldc, intp(r)), intp(v * lanes))])
-            return builder.bitcast(at, vty.as_pointer())
-
-        accs = [[cgutils.alloca_once(builder, vty) for _ in range(n_v)] for _ in range(m_r)]
+        at = [[vector_pointer(builder, cp, builder.add(builder.mul(ldc, intp(r)),
+                                                        intp(v * lanes)), vty)
+               for v in range(n_v)] for r in range(m_r)]
+        init = [[builder.load(at[r][v], align=1) if activation == ADD
+                 else ir.Constant(vty, None) for v in range(n_v)] for r in range(m_r)]
+        sums = products(builder, vty, fma, m_r, n_v, init, n_k, ap, a_rs, a_ks, bp, ldb)
         for r in range(m_r):
             for v in range(n_v):
-                init = (builder.load(c_vec_ptr(r, v), align=1) if accumulate
-                        else ir.Constant(vty, None))
-                builder.store(init, accs[r][v])
-        splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        with cgutils.for_range(builder, n_k) as loop:
-            k = loop.index
-            bk = builder.gep(bp, [builder.mul(k, ldb)])
-            ak = builder.gep(ap, [builder.mul(k, a_ks)])
-            bv = [builder.load(builder.bitcast(builder.gep(bk, [intp(v * lanes)]),
-                                               vty.as_pointer()), align=1)
-                  for v in range(n_v)]
-            for r in range(m_r):
-                x = builder.load(builder.gep(ak, [builder.mul(a_rs, intp(r))]))
-                x = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.IntType(32)(0))
-                x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), splat_mask)
-                for v in range(n_v):
-                    builder.store(builder.call(fma, [x, bv[v], builder.load(accs[r][v])]),
-                                  accs[r][v])
-        for r in range(m_r):
-            for v in range(n_v):
-                out = _vector_act(builder, builder.load(accs[r][v]), activation, fma)
-                builder.store(out, c_vec_ptr(r, v), align=1)
+                builder.store(vector_act(builder, sums[r][v], activation, fma), at[r][v],
+                              align=1)
         return context.get_dummy_value()
 
     return sig, codegen

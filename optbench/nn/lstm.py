@@ -21,15 +21,160 @@ products.
 
 from __future__ import annotations
 
-import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from optbench.nn._act import tanh
 from optbench.nn._bptt import CellSpec, dh_step, start_state
-from optbench.nn._gemm import SIGMOID, TANH, mm
-from optbench.nn._jit import kernel
+from optbench.nn._gemm import (SIGMOID, TANH, data_pointer, mm, vector_act, vector_pointer,
+                               vector_type)
+from optbench.nn._jit import VECTOR_BYTES, kernel
 
-_ONE = np.float32(1.0)
+
+def _row_pointers(context, builder, types_, arrays, n, ety):
+    """(data pointer, row stride in elements) of each 2-D array."""
+    out = []
+    for ty, arr in zip(types_, arrays):
+        a = context.make_array(ty)(context, builder, arr)
+        stride = builder.sdiv(builder.extract_value(a.strides, 0), n(context.get_abi_sizeof(ety)))
+        out.append((data_pointer(context, builder, ty, arr, n(0)), stride))
+    return out
+
+
+@intrinsic
+def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
+    """The cell update of one forward step for batch rows rows[0] .. rows[1]-1, in
+    explicit vector code (see `_cell_backward` for why), over whole vectors of units:
+
+        c_t = f * c_{t-1} + i * g     (c0 -> c1, Hp columns: padding units stay 0)
+        h_t = o * tanh(c_t)           (-> z, units < H only: z's row goes on with 1, x)
+
+    i, f, o, g: G at step t (g), activated by the gate product.
+    """
+    dtype = g.dtype
+    sig = types.void(rows, types.intp, g, types.intp, c0, c1, z)
+
+    def codegen(context, builder, signature, args):
+        rows_arr, hidden, g_arr, hp, c0_arr, c1_arr, z_arr = args
+        ty = signature.args
+        vty, lanes, fma_name = vector_type(context, dtype)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                             fma_name)
+        n = lambda value: ir.Constant(hp.type, value)  # noqa: E731
+        rows_a = context.make_array(ty[0])(context, builder, rows_arr)
+        lo = builder.load(rows_a.data)
+        hi = builder.load(builder.gep(rows_a.data, [n(1)]))
+        (gp, ldg), (c0p, ldc), (c1p, _), (zp, ldz) = _row_pointers(
+            context, builder, (ty[2], ty[4], ty[5], ty[6]), (g_arr, c0_arr, c1_arr, z_arr), n,
+            vty.element)
+        n_vec = builder.sdiv(builder.add(hidden, n(lanes - 1)), n(lanes))
+        with cgutils.for_range_slice(builder, lo, hi, n(1)) as (b, _):
+            with cgutils.for_range(builder, n_vec) as vloop:
+                col = builder.mul(vloop.index, n(lanes))
+
+                def at(ptr, ld, block=0):
+                    off = builder.add(builder.add(builder.mul(b, ld), col),
+                                      builder.mul(hp, n(block)))
+                    return builder.gep(ptr, [off])
+
+                def load(ptr, ld, block=0):
+                    return builder.load(builder.bitcast(at(ptr, ld, block), vty.as_pointer()),
+                                        align=1)
+
+                i, f, o, gg = (load(gp, ldg, blk) for blk in range(4))
+                cn = builder.call(fma, [f, load(c0p, ldc), builder.fmul(i, gg)])
+                builder.store(cn, builder.bitcast(at(c1p, ldc), vty.as_pointer()), align=1)
+                h = builder.fmul(o, vector_act(builder, cn, TANH, fma))
+                hz = at(zp, ldz)
+                whole = builder.icmp_signed("<=", builder.add(col, n(lanes)), hidden)
+                with builder.if_else(whole) as (full, part):
+                    with full:
+                        builder.store(h, builder.bitcast(hz, vty.as_pointer()), align=1)
+                    with part:
+                        for lane in range(lanes):
+                            inside = builder.icmp_signed("<", builder.add(col, n(lane)), hidden)
+                            with builder.if_then(inside):
+                                builder.store(builder.extract_element(h, ir.IntType(32)(lane)),
+                                              builder.gep(hz, [n(lane)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _cell_backward(typingctx, rows, vectors, dh, g, hp, c0, c1, dc, norms, t):
+    """The element-wise part of BPTT at step t for batch rows rows[0] .. rows[1]-1, over
+    `vectors` whole vectors of units (Hp / lanes; the padding units hold zeros in every
+    operand and stay zero), in explicit vector code: with H = 32 the loops that Numba
+    generated for it ran in LLVM's narrow remainder path (the main vector body takes 64
+    units per turn) and cost most of the step's recurrent product. Per unit, with
+    dh = dL/dh_t and dc = the part of dL/dc_t through c_{t+1}:
+
+        dc += dh * o * (1 - tanh(c_t)^2)          G[o] = dh * tanh(c_t) * o (1 - o)
+        G[i] = dc * g * i (1 - i)                 G[g] = dc * i (1 - g^2)
+        G[f] = dc * c_{t-1} * f (1 - f)           dc *= f
+
+    G (g at step t: the activated gates i, f, o, g in blocks of Hp columns) is
+    overwritten with dL/d(pre-activations); norms[b, t] = ||dh[b]||.
+    """
+    intp = types.intp
+    dtype = dh.dtype
+    sig = types.void(rows, intp, dh, g, intp, c0, c1, dc, norms, intp)
+
+    def codegen(context, builder, signature, args):
+        rows_arr, n_vec, dh_arr, g_arr, hp, c0_arr, c1_arr, dc_arr, n_arr, t = args
+        ty = signature.args
+        vty, lanes, fma_name = vector_type(context, dtype)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                             fma_name)
+        ety = vty.element
+        sqrt = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ety, [ety]),
+            "llvm.sqrt.f32" if isinstance(ety, ir.FloatType) else "llvm.sqrt.f64")
+        n = lambda value: ir.Constant(t.type, value)  # noqa: E731
+        rows_a = context.make_array(ty[0])(context, builder, rows_arr)
+        lo = builder.load(rows_a.data)
+        hi = builder.load(builder.gep(rows_a.data, [n(1)]))
+
+        (dhp, lddh), (gp, ldg), (c0p, ldc), (c1p, _), (dcp, lddc), (normp, ldn) = _row_pointers(
+            context, builder, (ty[2], ty[3], ty[5], ty[6], ty[7], ty[8]),
+            (dh_arr, g_arr, c0_arr, c1_arr, dc_arr, n_arr), n, ety)
+        one = ir.Constant(vty, [1.0] * lanes)
+        mul, sub = builder.fmul, builder.fsub
+        sq = cgutils.alloca_once(builder, vty)
+        with cgutils.for_range_slice(builder, lo, hi, n(1)) as (b, _):
+            builder.store(ir.Constant(vty, None), sq)
+            with cgutils.for_range(builder, n_vec) as vloop:
+                col = builder.mul(vloop.index, n(lanes))
+
+                def at(ptr, ld, block=0):
+                    off = builder.add(builder.mul(b, ld), col)
+                    return vector_pointer(builder, ptr, builder.add(off, builder.mul(hp, n(block))),
+                                          vty)
+
+                ptrs = {"d": at(dhp, lddh), "i": at(gp, ldg), "f": at(gp, ldg, 1),
+                        "o": at(gp, ldg, 2), "g": at(gp, ldg, 3), "cp": at(c0p, ldc),
+                        "cn": at(c1p, ldc), "dc": at(dcp, lddc)}
+                v = {k: builder.load(p, align=1) for k, p in ptrs.items()}
+                d, o, i, f, gg = v["d"], v["o"], v["i"], v["f"], v["g"]
+                builder.store(builder.call(fma, [d, d, builder.load(sq)]), sq)
+                tc = vector_act(builder, v["cn"], TANH, fma)
+                dc = builder.call(fma, [mul(d, o), sub(one, mul(tc, tc)), v["dc"]])
+                builder.store(mul(mul(d, tc), sub(o, mul(o, o))), ptrs["o"], align=1)
+                builder.store(mul(mul(dc, gg), sub(i, mul(i, i))), ptrs["i"], align=1)
+                builder.store(mul(mul(dc, i), sub(one, mul(gg, gg))), ptrs["g"], align=1)
+                builder.store(mul(mul(dc, v["cp"]), sub(f, mul(f, f))), ptrs["f"], align=1)
+                builder.store(mul(dc, f), ptrs["dc"], align=1)
+            acc = builder.load(sq)
+            total = builder.extract_element(acc, ir.IntType(32)(0))
+            for lane in range(1, lanes):
+                total = builder.fadd(total, builder.extract_element(acc, ir.IntType(32)(lane)))
+            builder.store(builder.call(sqrt, [total]),
+                          builder.gep(normp, [builder.add(builder.mul(b, ldn), t)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @kernel(parallel=True)
@@ -52,16 +197,7 @@ def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidd
                     zt[b, hidden + 1 + k] = x[b, t, k]
             # The product applies the gates' sigmoid / tanh in registers (SPEC.activations).
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
-            for b in range(lo, hi):
-                # One simple loop per quantity, over 1-D views: LLVM vectorizes a loop
-                # only when it can rule out overlap with a few runtime checks.
-                i, f = gt[b, :hidden], gt[b, hp:hp + hidden]
-                o, gg = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
-                cp, cn, h = c0[b], c1[b], zn[b]
-                for j in range(hidden):
-                    cn[j] = f[j] * cp[j] + i[j] * gg[j]
-                for j in range(hidden):
-                    h[j] = o[j] * tanh(cn[j])
+            _cell_forward(rows[chunk:chunk + 2], hidden, gt, hp, c0, c1, zn)
             if every or t == steps - 1:
                 mm(zn, 0, head_data, head_pk, y[t % y.shape[0]], 0, lo, hi, False)
 
@@ -71,6 +207,7 @@ def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, n
                   rows, hidden, hp, every):
     """BPTT: overwrites g with dL/d(pre-activations) and norms[b, t] with ||dL/dh_t[b]||."""
     steps = g.shape[0]
+    vl = VECTOR_BYTES // g.itemsize
     for chunk in prange(rows.size - 1):
         lo, hi = rows[chunk], rows[chunk + 1]
         dc[lo:hi] = 0
@@ -78,26 +215,8 @@ def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, n
             last = t == steps - 1
             dh_step(last, every or last, False, dy[t % dy.shape[0]], headt_data, headt_pk,
                     g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
-            gt, c0, c1 = g[t], c[t], c[t + 1]
-            for b in range(lo, hi):
-                d, dcr, cp, cn = dh[b, :hidden], dc[b], c0[b], c1[b]
-                i, f = gt[b, :hidden], gt[b, hp:hp + hidden]
-                o, gg = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
-                sq = np.float32(0.0)
-                for j in range(hidden):
-                    dj, oj, tc = d[j], o[j], tanh(cn[j])
-                    sq += dj * dj
-                    dcr[j] += dj * oj * (_ONE - tc * tc)  # through c_{t+1} plus through h_t
-                    o[j] = dj * tc * (oj - oj * oj)
-                norms[b, t] = np.sqrt(sq)
-                for j in range(hidden):
-                    ij, gj = i[j], gg[j]
-                    i[j] = dcr[j] * gj * (ij - ij * ij)
-                    gg[j] = dcr[j] * ij * (_ONE - gj * gj)
-                for j in range(hidden):
-                    fj = f[j]
-                    f[j] = dcr[j] * cp[j] * (fj - fj * fj)
-                    dcr[j] *= fj
+            _cell_backward(rows[chunk:chunk + 2], hp // vl, dh, g[t], hp, c[t], c[t + 1],
+                           dc, norms, t)
 
 
 SPEC = CellSpec(

@@ -141,14 +141,14 @@ class _Workspace:
         self.z = np.zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
         self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
         self.g = np.zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
-        cstate = (steps + 1 if train else 2, batch, m.hidden_size)
+        cstate = (steps + 1 if train else 2, batch, m.h_width)  # Hp: whole panels (lstm)
         self.c = np.zeros(cstate if m.spec.cell_state else (0, 0, 0), dt)
         self.y = np.zeros((outs, batch, -(-m.output_size // nr) * nr), dt)
         self.dy = np.zeros((outs, batch, m.output_size), dt)
         self.ones = np.ones((batch, outs), dt)
         if train:
             self.dh = np.zeros((batch, m.h_width), dt)
-            self.dc = np.zeros((batch, m.hidden_size), dt)  # LSTM: dL/dc; GRU: scratch
+            self.dc = np.zeros((batch, m.h_width), dt)  # LSTM: dL/dc (Hp: whole vectors)
             self.norms = np.zeros((batch, steps), dt)
 
 
