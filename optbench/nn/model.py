@@ -118,6 +118,19 @@ def _threads(n: int):
         numba.set_num_threads(before)
 
 
+_ALIGN = 64
+
+
+def _zeros(shape, dtype) -> np.ndarray:
+    """np.zeros whose data starts on a cache line (numpy's allocator gives 16 bytes, and
+    then every vector of a row that starts on a line boundary spans two lines)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    raw = np.zeros(n * dtype.itemsize + _ALIGN, np.uint8)
+    skip = -raw.ctypes.data % _ALIGN
+    return raw[skip:skip + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def _row_stride(width: int, dtype) -> int:
     """Elements per buffer row: `width` rounded up to an odd number of 64-byte lines, so
     that successive rows fall into different L1 sets (see _gemm.mm_tn)."""
@@ -138,17 +151,17 @@ class _Workspace:
         chunks = min(numba.get_num_threads(), tiles)
         self.rows = np.array([min(batch, ROWS * round(i * tiles / chunks))
                               for i in range(chunks + 1)], np.int64)
-        self.z = np.zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
+        self.z = _zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
         self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
-        self.g = np.zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
+        self.g = _zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
         cstate = (steps + 1 if train else 2, batch, m.h_width)  # Hp: whole panels (lstm)
-        self.c = np.zeros(cstate if m.spec.cell_state else (0, 0, 0), dt)
-        self.y = np.zeros((outs, batch, -(-m.output_size // nr) * nr), dt)
+        self.c = _zeros(cstate if m.spec.cell_state else (0, 0, 0), dt)
+        self.y = _zeros((outs, batch, -(-m.output_size // nr) * nr), dt)
         self.dy = np.zeros((outs, batch, m.output_size), dt)
         self.ones = np.ones((batch, outs), dt)
         if train:
-            self.dh = np.zeros((batch, m.h_width), dt)
-            self.dc = np.zeros((batch, m.h_width), dt)  # LSTM: dL/dc (Hp: whole vectors)
+            self.dh = _zeros((batch, m.h_width), dt)
+            self.dc = _zeros((batch, m.h_width), dt)  # LSTM: dL/dc (Hp: whole vectors)
             self.norms = np.zeros((batch, steps), dt)
 
 
@@ -197,8 +210,8 @@ class Model:
             "head": panel_table([(0, H + 1)] * -(-O // nr), nr),
             "headt": panel_table([(0, O)] * (hp // nr), nr),
         }
-        self._packed = {k: (np.zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
-        self._dwt = np.zeros((self.z_width, self.g_width), dtype)  # dWcat^T
+        self._packed = {k: (_zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
+        self._dwt = _zeros((self.z_width, self.g_width), dtype)  # dWcat^T
         self._k_ranges = k_ranges
         self._dwhead = np.zeros((O, H + 1), dtype)
         self._workspaces: OrderedDict = OrderedDict()
