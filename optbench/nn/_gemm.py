@@ -1,5 +1,6 @@
 """Matrix products of the recurrent models: a register-tiled kernel for the per-step
-products and scipy's BLAS for the big weight-gradient products.
+products and for the weight gradients over all steps (`mm_tn`), scipy's BLAS for the
+head's small product.
 
 Why not BLAS every time step? A time step multiplies a few batch rows by a fixed weight
 matrix, e.g. (16 x 128) @ (128 x 512) per thread at the seed's configuration. OpenBLAS
@@ -13,7 +14,9 @@ Packed layout. A packed right operand is a flat array `data` plus an int table `
 with one row (offset, k0, k1) per panel p: for k0 <= k < k1 and 0 <= j < NR,
 ``data[offset + (k - k0) * NR + j] = B[k, p * NR + j]`` (0 past the last column of B).
 Rows of B outside [k0, k1) are zero for that panel and are skipped, which is how a
-GRU's candidate gate leaves out the input (or the hidden) part of its product.
+GRU's candidate gate leaves out the input (or the hidden) part of its product. An
+optional fourth column names an activation that `mm` applies to the panel's results in
+registers (the LSTM's gates: `_tile`'s SIGMOID and TANH modes).
 """
 
 from __future__ import annotations
@@ -86,10 +89,11 @@ def vector_act(builder, x, act, fma):
 
 
 def vector_type(context, dtype):
-    """(LLVM vector type of VECTOR_BYTES, its lane count, llvm.fma on it) for `dtype`."""
+    """(LLVM vector type of VECTOR_BYTES, its lane count, the name of llvm.fma on it)."""
     ety = context.get_value_type(dtype)
     lanes = VECTOR_BYTES // context.get_abi_sizeof(ety)
-    return ir.VectorType(ety, lanes), lanes, f"llvm.fma.v{lanes}{'f32' if dtype == types.float32 else 'f64'}"
+    suffix = "f32" if dtype == types.float32 else "f64"
+    return ir.VectorType(ety, lanes), lanes, f"llvm.fma.v{lanes}{suffix}"
 
 
 def data_pointer(context, builder, array_type, array, offset):

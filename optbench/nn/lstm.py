@@ -27,8 +27,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from optbench.nn._bptt import CellSpec, dh_step, start_state
-from optbench.nn._gemm import (SIGMOID, TANH, data_pointer, mm, vector_act, vector_pointer,
-                               vector_type)
+from optbench.nn._gemm import (
+    SIGMOID,
+    TANH,
+    data_pointer,
+    mm,
+    vector_act,
+    vector_pointer,
+    vector_type,
+)
 from optbench.nn._jit import VECTOR_BYTES, kernel
 
 
@@ -61,7 +68,7 @@ def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
         vty, lanes, fma_name = vector_type(context, dtype)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
                                              fma_name)
-        n = lambda value: ir.Constant(hp.type, value)  # noqa: E731
+        n = lambda value: ir.Constant(hp.type, value)
         rows_a = context.make_array(ty[0])(context, builder, rows_arr)
         lo = builder.load(rows_a.data)
         hi = builder.load(builder.gep(rows_a.data, [n(1)]))
@@ -69,7 +76,7 @@ def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
             context, builder, (ty[2], ty[4], ty[5], ty[6]), (g_arr, c0_arr, c1_arr, z_arr), n,
             vty.element)
         n_vec = builder.sdiv(builder.add(hidden, n(lanes - 1)), n(lanes))
-        with cgutils.for_range_slice(builder, lo, hi, n(1)) as (b, _):
+        with cgutils.for_range_slice(builder, lo, hi, n(1)) as (b, _):  # noqa: SIM117
             with cgutils.for_range(builder, n_vec) as vloop:
                 col = builder.mul(vloop.index, n(lanes))
 
@@ -132,7 +139,7 @@ def _cell_backward(typingctx, rows, vectors, dh, g, hp, c0, c1, dc, norms, t):
         sqrt = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ety, [ety]),
             "llvm.sqrt.f32" if isinstance(ety, ir.FloatType) else "llvm.sqrt.f64")
-        n = lambda value: ir.Constant(t.type, value)  # noqa: E731
+        n = lambda value: ir.Constant(t.type, value)
         rows_a = context.make_array(ty[0])(context, builder, rows_arr)
         lo = builder.load(rows_a.data)
         hi = builder.load(builder.gep(rows_a.data, [n(1)]))
