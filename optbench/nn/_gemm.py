@@ -88,12 +88,15 @@ def vector_act(builder, x, act, fma):
     return builder.call(fma, [half, _vector_tanh(builder, builder.fmul(half, x), fma), half])
 
 
-def vector_type(context, dtype):
-    """(LLVM vector type of VECTOR_BYTES, its lane count, the name of llvm.fma on it)."""
+def vector_type(context, builder, dtype):
+    """(LLVM vector type of VECTOR_BYTES, its lane count, llvm.fma on it) for `dtype`."""
     ety = context.get_value_type(dtype)
     lanes = VECTOR_BYTES // context.get_abi_sizeof(ety)
+    vty = ir.VectorType(ety, lanes)
     suffix = "f32" if dtype == types.float32 else "f64"
-    return ir.VectorType(ety, lanes), lanes, f"llvm.fma.v{lanes}{suffix}"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                         f"llvm.fma.v{lanes}{suffix}")
+    return vty, lanes, fma
 
 
 def data_pointer(context, builder, array_type, array, offset):
@@ -153,9 +156,7 @@ def _tile(typingctx, mr, nv, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, 
 
     def codegen(context, builder, signature, args):
         _, _, _, n_k, a_arr, a_off, a_rs, a_ks, b_arr, b_off, ldb, c_arr, c_off, ldc = args
-        vty, lanes, fma_name = vector_type(context, dtype)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                             fma_name)
+        vty, lanes, fma = vector_type(context, builder, dtype)
         ap = data_pointer(context, builder, signature.args[4], a_arr, a_off)
         bp = data_pointer(context, builder, signature.args[8], b_arr, b_off)
         cp = data_pointer(context, builder, signature.args[11], c_arr, c_off)

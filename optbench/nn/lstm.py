@@ -39,13 +39,15 @@ from optbench.nn._gemm import (
 from optbench.nn._jit import VECTOR_BYTES, kernel
 
 
-def _row_pointers(context, builder, types_, arrays, n, ety):
-    """(data pointer, row stride in elements) of each 2-D array."""
-    out = []
-    for ty, arr in zip(types_, arrays):
-        a = context.make_array(ty)(context, builder, arr)
+def _rows_and_pointers(context, builder, signature, args, first, which, n, ety):
+    """(first row, end row) from the 2-element array args[first], then (data pointer, row
+    stride in elements) of each 2-D array args[k], k in `which`."""
+    rows = context.make_array(signature.args[first])(context, builder, args[first])
+    out = [builder.load(rows.data), builder.load(builder.gep(rows.data, [n(1)]))]
+    for k in which:
+        a = context.make_array(signature.args[k])(context, builder, args[k])
         stride = builder.sdiv(builder.extract_value(a.strides, 0), n(context.get_abi_sizeof(ety)))
-        out.append((data_pointer(context, builder, ty, arr, n(0)), stride))
+        out.append((data_pointer(context, builder, signature.args[k], args[k], n(0)), stride))
     return out
 
 
@@ -63,18 +65,11 @@ def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
     sig = types.void(rows, types.intp, g, types.intp, c0, c1, z)
 
     def codegen(context, builder, signature, args):
-        rows_arr, hidden, g_arr, hp, c0_arr, c1_arr, z_arr = args
-        ty = signature.args
-        vty, lanes, fma_name = vector_type(context, dtype)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                             fma_name)
+        hidden, hp = args[1], args[3]
+        vty, lanes, fma = vector_type(context, builder, dtype)
         n = lambda value: ir.Constant(hp.type, value)
-        rows_a = context.make_array(ty[0])(context, builder, rows_arr)
-        lo = builder.load(rows_a.data)
-        hi = builder.load(builder.gep(rows_a.data, [n(1)]))
-        (gp, ldg), (c0p, ldc), (c1p, _), (zp, ldz) = _row_pointers(
-            context, builder, (ty[2], ty[4], ty[5], ty[6]), (g_arr, c0_arr, c1_arr, z_arr), n,
-            vty.element)
+        lo, hi, (gp, ldg), (c0p, ldc), (c1p, _), (zp, ldz) = _rows_and_pointers(
+            context, builder, signature, args, 0, (2, 4, 5, 6), n, vty.element)
         n_vec = builder.sdiv(builder.add(hidden, n(lanes - 1)), n(lanes))
         with cgutils.for_range_slice(builder, lo, hi, n(1)) as (b, _):  # noqa: SIM117
             with cgutils.for_range(builder, n_vec) as vloop:
@@ -130,23 +125,15 @@ def _cell_backward(typingctx, rows, vectors, dh, g, hp, c0, c1, dc, norms, t):
     sig = types.void(rows, intp, dh, g, intp, c0, c1, dc, norms, intp)
 
     def codegen(context, builder, signature, args):
-        rows_arr, n_vec, dh_arr, g_arr, hp, c0_arr, c1_arr, dc_arr, n_arr, t = args
-        ty = signature.args
-        vty, lanes, fma_name = vector_type(context, dtype)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                             fma_name)
+        n_vec, hp, t = args[1], args[4], args[9]
+        vty, lanes, fma = vector_type(context, builder, dtype)
         ety = vty.element
         sqrt = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ety, [ety]),
             "llvm.sqrt.f32" if isinstance(ety, ir.FloatType) else "llvm.sqrt.f64")
         n = lambda value: ir.Constant(t.type, value)
-        rows_a = context.make_array(ty[0])(context, builder, rows_arr)
-        lo = builder.load(rows_a.data)
-        hi = builder.load(builder.gep(rows_a.data, [n(1)]))
-
-        (dhp, lddh), (gp, ldg), (c0p, ldc), (c1p, _), (dcp, lddc), (normp, ldn) = _row_pointers(
-            context, builder, (ty[2], ty[3], ty[5], ty[6], ty[7], ty[8]),
-            (dh_arr, g_arr, c0_arr, c1_arr, dc_arr, n_arr), n, ety)
+        lo, hi, (dhp, lddh), (gp, ldg), (c0p, ldc), (c1p, _), (dcp, lddc), (normp, ldn) = (
+            _rows_and_pointers(context, builder, signature, args, 0, (2, 3, 5, 6, 7, 8), n, ety))
         one = ir.Constant(vty, [1.0] * lanes)
         mul, sub = builder.fmul, builder.fsub
         sq = cgutils.alloca_once(builder, vty)
