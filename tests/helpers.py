@@ -8,6 +8,7 @@ is 1 kill its own process (a worker dying mid-cell), leaving a marker in DIR.
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -55,11 +56,18 @@ lr_points = 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args):
-    """`python -m optbench run ARGS` as a subprocess of this checkout, pipes open."""
+    """`python -m optbench run ARGS` as a subprocess of this checkout, pipes open, with
+    Ctrl-C's signal at its default disposition, as in a terminal's foreground job: a shell
+    without job control starts background jobs (`.ci/run &`, say) with SIGINT ignored,
+    Python then installs no KeyboardInterrupt handler, and its children inherit that."""
     return subprocess.Popen(
         [sys.executable, "-m", "optbench", "run", *args], cwd=ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
     )
 
 

@@ -13,12 +13,10 @@ from optbench.store import FILENAME, load
 from helpers import TINY_TOML, assert_same_results, run_cli
 
 CELLS = 12  # in TINY_TOML
-# Longer cells (about 0.5 s each here instead of 15 ms) so that an interrupt sent after a
-# given number of stored cells lands mid-run even when the machine is busy (at 1000 steps,
-# 0.1-0.2 s once the LSTM kernels got faster, a run on two workers once finished before
-# the interrupt arrived); the report is left out: it is written after the last cell, and
-# test_report covers it.
-RESUME_TOML = TINY_TOML.replace("steps = 60", "steps = 3000")
+# Longer cells (about 0.25 s each here instead of 15 ms) so that an interrupt sent after a
+# given number of stored cells lands mid-run even when the machine is busy; the report is
+# left out: it is written after the last cell, and test_report covers it.
+RESUME_TOML = TINY_TOML.replace("steps = 60", "steps = 1000")
 assert RESUME_TOML != TINY_TOML
 
 
