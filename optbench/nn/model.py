@@ -161,7 +161,7 @@ class _Workspace:
         self.ones = np.ones((batch, outs), dt)
         if train:
             self.dh = _zeros((batch, m.h_width), dt)
-            self.dc = _zeros((batch, m.h_width), dt)  # LSTM: dL/dc (Hp: whole vectors)
+            self.dc = _zeros((batch, m.h_width), dt)  # LSTM: dL/dc (Hp wide); GRU: scratch
             self.norms = np.zeros((batch, steps), dt)
 
 
@@ -202,10 +202,10 @@ class Model:
                                  for b in range(nb)], np.int64)
         self._gate_h = np.array([spec.hh_blocks.index(b) if b in spec.hh_blocks else -1
                                  for b in range(nb)], np.int64)
+        blocks = [p * nr // hp for p in range(self.g_width // nr)]  # each panel's block
+        acts = None if spec.activations is None else [spec.activations[b] for b in blocks]
         tables = {
-            "cat": panel_table([k_ranges[p * nr // hp] for p in range(self.g_width // nr)], nr,
-                               None if spec.activations is None else
-                               [spec.activations[p * nr // hp] for p in range(self.g_width // nr)]),
+            "cat": panel_table([k_ranges[b] for b in blocks], nr, acts),
             "bwd": panel_table([(0, nbh * hp)] * (hp // nr), nr),
             "head": panel_table([(0, H + 1)] * -(-O // nr), nr),
             "headt": panel_table([(0, O)] * (hp // nr), nr),
