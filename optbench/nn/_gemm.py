@@ -25,10 +25,10 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
 
-from optbench.nn._jit import MR, NV, VECTOR_BYTES, kernel
+from optbench.nn._jit import JIT, MR, NV, VECTOR_BYTES, kernel
 
 ensure_blas()  # numba's BLAS entry points come from scipy.linalg.cython_blas
 
@@ -176,51 +176,47 @@ def _tile(typingctx, mr, nv, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, 
     return sig, codegen
 
 
-@kernel
-def _tile_rows(rows, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
-    """One literal instantiation of `_tile` per (rows, mode) for rows <= 4: a 4-row tile,
-    or 1-row tiles (a 3-row tile would run no faster: its multiply-adds and loads of the
-    right operand take about as many cycles as three 1-row tiles, and every tile height
-    adds four instantiations to compile)."""
-    if rows == 4:
+def _tile_in_mode(mr, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
+    """`_tile` with a literal height `mr` and a run-time `mode` (one instantiation each)."""
+
+
+@overload(_tile_in_mode, prefer_literal=True, jit_options=JIT)
+def _ov_tile_in_mode(mr, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
+    if not isinstance(mr, types.IntegerLiteral):
+        return None
+    m = mr.literal_value
+
+    def impl(mr, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
         if mode == STORE:
-            _tile(4, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+            _tile(m, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
         elif mode == ADD:
-            _tile(4, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+            _tile(m, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
         elif mode == SIGMOID:
-            _tile(4, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+            _tile(m, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
         else:
-            _tile(4, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
-    else:
-        for r in range(rows):
-            ar, cr = a_off + r * a_rs, c_off + r * ldc
-            if mode == STORE:
-                _tile(1, NV, STORE, n_k, a, ar, a_rs, a_ks, b, b_off, ldb, c, cr, ldc)
-            elif mode == ADD:
-                _tile(1, NV, ADD, n_k, a, ar, a_rs, a_ks, b, b_off, ldb, c, cr, ldc)
-            elif mode == SIGMOID:
-                _tile(1, NV, SIGMOID, n_k, a, ar, a_rs, a_ks, b, b_off, ldb, c, cr, ldc)
-            else:
-                _tile(1, NV, TANH, n_k, a, ar, a_rs, a_ks, b, b_off, ldb, c, cr, ldc)
+            _tile(m, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+
+    return impl
 
 
 @kernel
 def _tiles(rows, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
     """`rows` rows: one MR-row tile when rows == MR (all but a chunk's end), else 4-row
-    tiles and the rest."""
+    tiles and 1-row tiles for the rest (a 3-row tile would run no faster: its
+    multiply-adds and loads of the right operand take about as many cycles as three 1-row
+    tiles, and every tile height adds four instantiations to compile)."""
     if MR > 4 and rows == MR:
-        if mode == STORE:
-            _tile(MR, NV, STORE, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
-        elif mode == ADD:
-            _tile(MR, NV, ADD, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
-        elif mode == SIGMOID:
-            _tile(MR, NV, SIGMOID, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
-        else:
-            _tile(MR, NV, TANH, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
+        _tile_in_mode(MR, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc)
         return
-    for r in range(0, rows, 4):
-        _tile_rows(min(4, rows - r), mode, n_k, a, a_off + r * a_rs, a_rs, a_ks,
-                   b, b_off, ldb, c, c_off + r * ldc, ldc)
+    r = 0
+    while rows - r >= 4:
+        _tile_in_mode(4, mode, n_k, a, a_off + r * a_rs, a_rs, a_ks, b, b_off, ldb,
+                      c, c_off + r * ldc, ldc)
+        r += 4
+    while r < rows:
+        _tile_in_mode(1, mode, n_k, a, a_off + r * a_rs, a_rs, a_ks, b, b_off, ldb,
+                      c, c_off + r * ldc, ldc)
+        r += 1
 
 
 @kernel
