@@ -2,6 +2,7 @@
 cache, which lets a second process start without compiling."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,16 @@ def test_every_kernel_of_nn_carries_the_package_stamp():
                 assert obj._cache._cache_file._source_stamp[1] == _jit.STAMP, obj
                 found += 1
     assert found >= 15
+
+
+def test_scaling_spells_tool_prints_one_round_of_speedups():
+    out = subprocess.run([sys.executable, "tools/scaling_spells.py", "--seconds", "0.01",
+                          "--hidden", "8"], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=600).stdout.splitlines()
+    rows = [line for line in out if line.strip() and line.split()[0][0].isdigit()
+            and "(" in line]
+    assert len(rows) == 1, out
+    lstm, blas, work = rows[0].split()[:3]
+    assert float(lstm) > 0 and float(work) > 0 and (blas == "nan" or float(blas) > 0)
+    assert re.fullmatch(r"[01] of 1 rounds: the LSTM call no faster on \d+ threads than on one",
+                        out[-1]), out[-1]
