@@ -11,10 +11,10 @@ on one thread and on all. It prints the three speedups per round and, at the end
 how many rounds had a two-thread LSTM call no faster than the one-thread one.
 
 Why: on the shared 2-core development VM the benchmark's ratios against torch came in
-two modes. In spells of seconds to minutes, two threads that touch memory scaled badly
-for everyone: at the same moments the LSTM call on two threads ran 0.7-0.9x as fast as
-on one and the SGEMM 1.0-1.4x (1.9x outside the spells), while the compute-only loop
-kept its 1.9x and the one-thread times did not move. A row of
+two modes. In spells of seconds to minutes the LSTM call on two threads ran 0.7-0.9x as
+fast as on one, while one-thread times did not move and the compute-only loop kept its
+~1.9x; the SGEMM mostly lost scaling too (90 s on 2026-11-27: 1.53x on average in the
+147 spell rounds, against 1.87x in the other 318). A row of
 `python -m optbench kernels --section models` whose numba_ms is near or above its
 serial_ms ran in such a spell. Run this before quoting figures.
 """
@@ -75,30 +75,26 @@ def main(argv=None) -> None:
         threadpool_limits = None
         print("threadpoolctl is not installed: no SGEMM column (pip install threadpoolctl)")
 
-    def on(n, fn):
-        def run():
-            numba.set_num_threads(n)
-            try:
-                fn()
-            finally:
-                numba.set_num_threads(threads)
-        return run
+    def on(n, fn, calls):
+        """Median ms of fn on n Numba threads (the count set outside the timed calls)."""
+        numba.set_num_threads(n)
+        try:
+            return _median_ms(fn, calls)
+        finally:
+            numba.set_num_threads(threads)
 
     def sgemm(n):
-        def run():
-            with threadpool_limits(n):
-                a @ b
-        return run
+        with threadpool_limits(n):  # outside the timed calls: it inspects the libraries
+            return _median_ms(lambda: a @ b, 30)
 
     print(f"{threads} threads; speedup of all threads over one, per round:")
     print("  lstm   sgemm  compute   (lstm ms: 1 thread / all)")
     end, rounds, slower = time.time() + args.seconds, 0, 0
     while time.time() < end:
-        lstm = [_median_ms(on(n, lambda: model.loss_and_grad(x, y)), 30) for n in (1, threads)]
-        blas = ([_median_ms(sgemm(n), 30) for n in (1, threads)] if threadpool_limits
+        lstm = [on(n, lambda: model.loss_and_grad(x, y), 30) for n in (1, threads)]
+        blas = ([sgemm(n) for n in (1, threads)] if threadpool_limits
                 else [float("nan")] * 2)
-        work = [_median_ms(on(n, lambda: _compute_only(chains, 20000, out)), 5)
-                for n in (1, threads)]
+        work = [on(n, lambda: _compute_only(chains, 20000, out), 5) for n in (1, threads)]
         rounds += 1
         slower += lstm[1] >= lstm[0]
         print(f"{lstm[0] / lstm[1]:6.2f} {blas[0] / blas[1]:7.2f} {work[0] / work[1]:8.2f}"
