@@ -28,6 +28,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
 
+from optbench.nn._act import _CLAMP, _P, _Q
 from optbench.nn._jit import JIT, MR, NV, VECTOR_BYTES, kernel
 
 ensure_blas()  # numba's BLAS entry points come from scipy.linalg.cython_blas
@@ -40,8 +41,6 @@ STORE, ADD, SIGMOID, TANH = 0, 1, 2, 3
 
 def _vector_tanh(builder, x, fma):
     """The float32 tanh of optbench.nn._act (Eigen's rational approximation) on a vector."""
-    from optbench.nn._act import _CLAMP, _P, _Q
-
     vty = x.type
 
     def const(v):

@@ -33,10 +33,9 @@ from optbench.nn._gemm import (
     data_pointer,
     mm,
     vector_act,
-    vector_pointer,
     vector_type,
 )
-from optbench.nn._jit import VECTOR_BYTES, kernel
+from optbench.nn._jit import kernel
 
 
 def _rows_and_pointers(context, builder, signature, args, first, which, n, ety):
@@ -51,12 +50,20 @@ def _rows_and_pointers(context, builder, signature, args, first, which, n, ety):
     return out
 
 
+def _unit_pointer(builder, ptr, row, ld, col, hp, block, n):
+    """Pointer to unit `col` of gate block `block` (blocks of Hp columns) in row `row` of
+    a 2-D array with row stride `ld` whose data starts at `ptr`."""
+    return builder.gep(ptr, [builder.add(builder.add(builder.mul(row, ld), col),
+                                         builder.mul(hp, n(block)))])
+
+
 @intrinsic
 def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
     """The cell update of one forward step for batch rows rows[0] .. rows[1]-1, in
-    explicit vector code (see `_cell_backward` for why), over whole vectors of units:
+    explicit vector code (see `_cell_backward` for why), over the vectors of units that
+    hold units < H:
 
-        c_t = f * c_{t-1} + i * g     (c0 -> c1, Hp columns: padding units stay 0)
+        c_t = f * c_{t-1} + i * g     (c0 -> c1; c1's padding units past those stay 0)
         h_t = o * tanh(c_t)           (-> z, units < H only: z's row goes on with 1, x)
 
     i, f, o, g: G at step t (g), activated by the gate product.
@@ -76,9 +83,7 @@ def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
                 col = builder.mul(vloop.index, n(lanes))
 
                 def at(ptr, ld, block=0):
-                    off = builder.add(builder.add(builder.mul(b, ld), col),
-                                      builder.mul(hp, n(block)))
-                    return builder.gep(ptr, [off])
+                    return _unit_pointer(builder, ptr, b, ld, col, hp, block, n)
 
                 def load(ptr, ld, block=0):
                     return builder.load(builder.bitcast(at(ptr, ld, block), vty.as_pointer()),
@@ -105,10 +110,10 @@ def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
 
 
 @intrinsic
-def _cell_backward(typingctx, rows, vectors, dh, g, hp, c0, c1, dc, norms, t):
+def _cell_backward(typingctx, rows, dh, g, hp, c0, c1, dc, norms, t):
     """The element-wise part of BPTT at step t for batch rows rows[0] .. rows[1]-1, over
-    `vectors` whole vectors of units (Hp / lanes; the padding units hold zeros in every
-    operand and stay zero), in explicit vector code: with H = 32 the loops that Numba
+    all Hp units in whole vectors (the padding units hold zeros in dh, c and dc, so G's
+    come out zero there), in explicit vector code: with H = 32 the loops that Numba
     generated for it ran in LLVM's narrow remainder path (the main vector body takes 64
     units per turn) and cost most of the step's recurrent product. Per unit, with
     dh = dL/dh_t and dc = the part of dL/dc_t through c_{t+1}:
@@ -122,10 +127,10 @@ def _cell_backward(typingctx, rows, vectors, dh, g, hp, c0, c1, dc, norms, t):
     """
     intp = types.intp
     dtype = dh.dtype
-    sig = types.void(rows, intp, dh, g, intp, c0, c1, dc, norms, intp)
+    sig = types.void(rows, dh, g, intp, c0, c1, dc, norms, intp)
 
     def codegen(context, builder, signature, args):
-        n_vec, hp, t = args[1], args[4], args[9]
+        hp, t = args[3], args[8]
         vty, lanes, fma = vector_type(context, builder, dtype)
         ety = vty.element
         sqrt = cgutils.get_or_insert_function(
@@ -133,7 +138,8 @@ def _cell_backward(typingctx, rows, vectors, dh, g, hp, c0, c1, dc, norms, t):
             "llvm.sqrt.f32" if isinstance(ety, ir.FloatType) else "llvm.sqrt.f64")
         n = lambda value: ir.Constant(t.type, value)
         lo, hi, (dhp, lddh), (gp, ldg), (c0p, ldc), (c1p, _), (dcp, lddc), (normp, ldn) = (
-            _rows_and_pointers(context, builder, signature, args, 0, (2, 3, 5, 6, 7, 8), n, ety))
+            _rows_and_pointers(context, builder, signature, args, 0, (1, 2, 4, 5, 6, 7), n, ety))
+        n_vec = builder.sdiv(hp, n(lanes))  # Hp is a multiple of the panel width
         one = ir.Constant(vty, [1.0] * lanes)
         mul, sub = builder.fmul, builder.fsub
         sq = cgutils.alloca_once(builder, vty)
@@ -143,9 +149,8 @@ def _cell_backward(typingctx, rows, vectors, dh, g, hp, c0, c1, dc, norms, t):
                 col = builder.mul(vloop.index, n(lanes))
 
                 def at(ptr, ld, block=0):
-                    off = builder.add(builder.mul(b, ld), col)
-                    return vector_pointer(builder, ptr, builder.add(off, builder.mul(hp, n(block))),
-                                          vty)
+                    return builder.bitcast(_unit_pointer(builder, ptr, b, ld, col, hp, block, n),
+                                           vty.as_pointer())
 
                 ptrs = {"d": at(dhp, lddh), "i": at(gp, ldg), "f": at(gp, ldg, 1),
                         "o": at(gp, ldg, 2), "g": at(gp, ldg, 3), "cp": at(c0p, ldc),
@@ -201,7 +206,6 @@ def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, n
                   rows, hidden, hp, every):
     """BPTT: overwrites g with dL/d(pre-activations) and norms[b, t] with ||dL/dh_t[b]||."""
     steps = g.shape[0]
-    vl = VECTOR_BYTES // g.itemsize
     for chunk in prange(rows.size - 1):
         lo, hi = rows[chunk], rows[chunk + 1]
         dc[lo:hi] = 0
@@ -209,8 +213,7 @@ def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, n
             last = t == steps - 1
             dh_step(last, every or last, False, dy[t % dy.shape[0]], headt_data, headt_pk,
                     g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
-            _cell_backward(rows[chunk:chunk + 2], hp // vl, dh, g[t], hp, c[t], c[t + 1],
-                           dc, norms, t)
+            _cell_backward(rows[chunk:chunk + 2], dh, g[t], hp, c[t], c[t + 1], dc, norms, t)
 
 
 SPEC = CellSpec(
