@@ -186,7 +186,7 @@ def weight_grads(g, z, dy, norms, every, hidden, hp, ih_blocks, hh_blocks, panel
         rows = slice(gate * hidden, (gate + 1) * hidden)
         ci = ih_blocks[gate] * hp
         ch = hh_blocks[gate] * hp
-        gw_ih[rows] = dwt[hidden + 1:, ci:ci + hidden].T
+        gw_ih[rows] = dwt[hidden + 1:hidden + 1 + gw_ih.shape[1], ci:ci + hidden].T
         gw_hh[rows] = dwt[:hidden, ch:ch + hidden].T
         gb_ih[rows] = dwt[hidden, ci:ci + hidden]
         gb_hh[rows] = dwt[hidden, ch:ch + hidden]

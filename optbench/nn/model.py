@@ -151,7 +151,7 @@ class _Workspace:
         chunks = min(numba.get_num_threads(), tiles)
         self.rows = np.array([min(batch, ROWS * round(i * tiles / chunks))
                               for i in range(chunks + 1)], np.int64)
-        self.z = _zeros((steps + 1 if train else 2, batch, _row_stride(m.z_width, dt)), dt)
+        self.z = _zeros((steps + 1 if train else 2, batch, _row_stride(m.z_cols, dt)), dt)
         self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
         self.g = _zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
         cstate = (steps + 1 if train else 2, batch, m.h_width)  # Hp: whole panels (lstm)
@@ -211,8 +211,14 @@ class Model:
             "headt": panel_table([(0, O)] * (hp // nr), nr),
         }
         self._packed = {k: (_zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
-        self._dwt = _zeros((self.z_width, self.g_width), dtype)  # dWcat^T
-        self._k_ranges = k_ranges
+        # The weight-gradient product runs each block's rows of Z in whole ROWS-row tiles
+        # (`_grad_panels`): the rows past a block's k range are Z's zero padding or rows of
+        # another block, and what they sum into dWcat^T is never read back. Without that,
+        # LSTM's H+1+I = 35 rows at H=32 ended in three 1-row tiles, latency-bound, which
+        # took 9% of the product's time for 3 of its 35 rows.
+        self._grad_rows = [(k0, k0 + -(-(k1 - k0) // ROWS) * ROWS) for k0, k1 in k_ranges]
+        self.z_cols = max(k1 for _, k1 in self._grad_rows)  # Z columns the product reads
+        self._dwt = _zeros((self.z_cols, self.g_width), dtype)  # dWcat^T
         self._dwhead = np.zeros((O, H + 1), dtype)
         self._workspaces: OrderedDict = OrderedDict()
         self._panels: dict[int, np.ndarray] = {}
@@ -334,11 +340,12 @@ class Model:
 
     def _grad_panels(self) -> np.ndarray:
         """weight_grads' split of the column panels of dWcat^T over the threads: rows
-        (panel, first row, end row of Z its block uses), as even as the panels allow."""
+        (panel, first row, end row of Z its block uses, rounded up to whole ROWS-row
+        tiles), as even as the panels allow."""
         threads = numba.get_num_threads()
         if threads not in self._panels:
             nr = panel_width(self.dtype.itemsize)
-            rows = [(p, *self._k_ranges[p * nr // self.h_width])
+            rows = [(p, *self._grad_rows[p * nr // self.h_width])
                     for p in range(self.g_width // nr)]
             per = -(-len(rows) // threads)
             panels = np.zeros((threads, per, 3), np.int64)  # padding: no rows
