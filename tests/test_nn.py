@@ -8,7 +8,7 @@ import pytest
 from optbench import nn
 from optbench.errors import UsageError
 from optbench.nn._act import sigmoid, tanh
-from optbench.nn._gemm import SIGMOID, STORE, TANH, gemm, mm, mm_tn, pack, panel_table
+from optbench.nn._gemm import SIGMOID, STORE, TANH, gemm, mm, mm_tn, pack, panel_table, row
 from optbench.nn._jit import EVAL_ROWS, kernel, panel_width
 
 
@@ -103,6 +103,33 @@ def test_work_buffers_and_packed_weights_start_on_a_cache_line():
     arrays = [ws.z, ws.g, ws.c, ws.y, ws.dh, ws.dc, model._dwt]
     arrays += [d for d, _ in model._packed.values()]
     assert all(a.ctypes.data % 64 == 0 for a in arrays)
+
+
+def test_each_thread_owns_one_contiguous_stretch_of_the_work_buffers():
+    """Batch-major storage (optbench.nn._bptt): rows of a time slice lie a whole
+    sequence apart, so a batch chunk's rows over all steps are one stretch of memory."""
+    model = nn.build("lstm", 2, 8, 1)
+    x, y = data(model, B=8, T=5)
+    model.loss_and_grad(x, y)
+    ws = next(iter(model._workspaces.values()))
+    for view, base in ((ws.z, ws.zb), (ws.g, ws.gb), (ws.c, ws.cb), (ws.dy, ws.dyb)):
+        assert base.flags.c_contiguous and view.base is not None
+        assert view.strides[1] == base.strides[0] > view.strides[0]
+    # G's extra training slot stays zero: it pairs with Z's last slot in the product.
+    assert not ws.gb[:, -1].any() and ws.zb[:, -1, :8].any()
+
+
+def test_row_is_a_contiguous_view_of_one_row_of_a_strided_slice():
+    @numba.njit
+    def first_and_sum(a, i):
+        r = row(a, i)
+        r[0] = -1.0
+        return r.size, r.sum()
+
+    base = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    view = base.transpose(1, 0, 2)[2]  # rows 20 elements apart
+    assert first_and_sum(view, 1) == (5, -1.0 + 31 + 32 + 33 + 34)
+    assert base[1, 2, 0] == -1.0 and base[0, 2, 0] == 10.0
 
 
 def test_float64_input_is_cast_to_the_model_dtype():

@@ -18,6 +18,16 @@ the packed panels skip the rows a block does not use (`_gemm` module docstring).
 
 Weight gradients are one product over all time steps, dWcat^T = Z^T G (T*B rows); the
 parameter gradients are read back from it with the same block map.
+
+Storage is batch-major, (B, slots, width), and the kernels see time-major views (Z[s] is
+a (B, width) slice whose rows lie a whole sequence apart). A batch chunk, and so a
+thread, then owns one contiguous stretch of each buffer. Time-major storage interleaved
+the threads' rows in every slot, and on the shared 2-core development VM that ran the
+H=32 forward pass at 256-300 us against 230-265 us on two threads, and at 430-550 us
+against 230-290 us in the spells in which two threads scale badly there
+(tools/scaling_spells.py); over whole training steps, same process, 1.02-1.06x.
+In training G has one zero slot more than steps, so that Z and G, as (B * (T+1), width)
+matrices, pair row for row in the weight-gradient product.
 """
 
 from __future__ import annotations
@@ -163,25 +173,23 @@ def dh_step(last, direct, carried, dy_t, headt_data, headt_pk, g_next, bwd_data,
 
 
 @kernel(parallel=True)
-def weight_grads(g, z, dy, norms, every, hidden, hp, ih_blocks, hh_blocks, panels, dwt,
+def weight_grads(gm, zm, dym, zhead, norms, hidden, hp, ih_blocks, hh_blocks, panels, dwt,
                  dwhead, profile, gw_ih, gw_hh, gb_ih, gb_hh, ghead_w, ghead_b):
     """All parameter gradients from G = dL/d(pre-activations) and the inputs Z.
 
-    dWcat^T[rows of Z, blocks] = sum over t, b of Z[t, b]^T G[t, b]: thread i computes
-    the column panels `panels[i]` (rows: panel, first and last row of Z that its block
-    uses; padded with empty rows). Threads own disjoint columns, so there is no
-    reduction. The head's gradient is dY^T [h_t | 1] over the steps that have an output
-    (BLAS; small). Both are then read back into the torch-layout gradient views through
-    the block map. `profile[t]` = the batch mean of norms[:, t] (grad_norm_per_step).
+    gm, zm: G and Z as matrices of all (batch row, slot) pairs, row for row (G's slots
+    past the last step are zero). dWcat^T[rows of Z, blocks] = sum over the pairs of
+    Z^T G: thread i computes the column panels `panels[i]` (rows: panel, first and last
+    row of Z that its block uses; padded with empty rows). Threads own disjoint columns,
+    so there is no reduction. The head's gradient is dym^T zhead (BLAS; small): dY and
+    the [h_t | 1] rows of the steps that have an output, row for row. Both are then read
+    back into the torch-layout gradient views through the block map. `profile[t]` = the
+    batch mean of norms[:, t] (grad_norm_per_step).
     """
-    steps, batch = g.shape[0], g.shape[1]
-    gm = g.reshape(steps * batch, g.shape[2])
-    zm = z.reshape(z.shape[0] * batch, z.shape[2])
+    batch, steps = norms.shape
     for i in prange(panels.shape[0]):
-        mm_tn(zm[:steps * batch], gm, dwt, panels[i], KC)
-    dym = dy.reshape(dy.shape[0] * batch, dy.shape[2])
-    first = batch if every else steps * batch  # [h_t | 1] lives in slot t + 1
-    gemm(True, dym, zm[first:first + dym.shape[0], :hidden + 1], 0.0, dwhead)
+        mm_tn(zm, gm, dwt, panels[i], KC)
+    gemm(True, dym, zhead, 0.0, dwhead)
     for gate in range(ih_blocks.size):
         rows = slice(gate * hidden, (gate + 1) * hidden)
         ci = ih_blocks[gate] * hp

@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
 
@@ -101,6 +102,33 @@ def vector_type(context, builder, dtype):
 def data_pointer(context, builder, array_type, array, offset):
     """Pointer to element `offset` of an array's data."""
     return builder.gep(context.make_array(array_type)(context, builder, array).data, [offset])
+
+
+@intrinsic
+def row(typingctx, a, i):
+    """Row i of a 2-D array whose rows have unit column stride (every work buffer here),
+    as a C-contiguous 1-D view. The buffers are batch-major (optbench.nn._bptt), so a
+    time slice Z[s] has rows a whole sequence apart and Numba types it, and every row
+    sliced from it the ordinary way, as of any layout ('A'): loops over such rows do not
+    vectorize."""
+    if not (isinstance(a, types.Array) and a.ndim == 2 and isinstance(i, types.Integer)):
+        return None
+    out_type = types.Array(a.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        start = builder.mul(index, builder.extract_value(src.strides, 0))
+        byte = builder.bitcast(src.data, ir.IntType(8).as_pointer())
+        data = builder.bitcast(builder.gep(byte, [start]), src.data.type)
+        width = builder.extract_value(src.shape, 1)
+        out = context.make_array(out_type)(context, builder)
+        context.populate_array(out, data=data, shape=cgutils.pack_array(builder, [width]),
+                               strides=cgutils.pack_array(builder, [src.itemsize]),
+                               itemsize=src.itemsize, meminfo=src.meminfo, parent=None)
+        return impl_ret_borrowed(context, builder, out_type, out._getvalue())
+
+    return out_type(a, i), codegen
 
 
 def vector_pointer(builder, base, index, vty):

@@ -23,7 +23,7 @@ from numba import prange
 
 from optbench.nn._act import sigmoid, tanh
 from optbench.nn._bptt import CellSpec, dh_step, start_state
-from optbench.nn._gemm import mm
+from optbench.nn._gemm import mm, row
 from optbench.nn._jit import kernel
 
 _ONE = np.float32(1.0)
@@ -45,12 +45,12 @@ def gru_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
                     zt[b, hidden + 1 + k] = x[b, t, k]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
-                # Simple loops over 1-D views, so that LLVM vectorizes each (see lstm.py).
-                rz, hn = gt[b, :2 * hp], gt[b, 2 * hp:2 * hp + hidden]
-                n = gt[b, 3 * hp:3 * hp + hidden]
+                # Simple loops over contiguous 1-D views (`row`), so that LLVM vectorizes each.
+                gb = row(gt, b)
+                rz, hn, n = gb[:2 * hp], gb[2 * hp:2 * hp + hidden], gb[3 * hp:3 * hp + hidden]
                 for j in range(2 * hp):  # blocks r and z (and their padding)
                     rz[j] = sigmoid(rz[j])
-                r, u, hprev, h = rz[:hidden], rz[hp:hp + hidden], zt[b, :hidden], zn[b]
+                r, u, hprev, h = rz[:hidden], rz[hp:hp + hidden], row(zt, b)[:hidden], row(zn, b)
                 for j in range(hidden):
                     n[j] = tanh(n[j] + r[j] * hn[j])
                 for j in range(hidden):
@@ -72,9 +72,9 @@ def gru_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, scratc
                     g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
             gt, zt = g[t], z[t]
             for b in range(lo, hi):
-                d, dz, hprev = dh[b, :hidden], scratch[b], zt[b, :hidden]
-                r, u = gt[b, :hidden], gt[b, hp:hp + hidden]
-                hn, n = gt[b, 2 * hp:2 * hp + hidden], gt[b, 3 * hp:3 * hp + hidden]
+                d, dz, hprev, gb = dh[b, :hidden], scratch[b], row(zt, b)[:hidden], row(gt, b)
+                r, u = gb[:hidden], gb[hp:hp + hidden]
+                hn, n = gb[2 * hp:2 * hp + hidden], gb[3 * hp:3 * hp + hidden]
                 sq = np.float32(0.0)
                 for j in range(hidden):
                     sq += d[j] * d[j]

@@ -151,18 +151,31 @@ class _Workspace:
         chunks = min(numba.get_num_threads(), tiles)
         self.rows = np.array([min(batch, ROWS * round(i * tiles / chunks))
                               for i in range(chunks + 1)], np.int64)
-        self.z = _zeros((steps + 1 if train else 2, batch, _row_stride(m.z_cols, dt)), dt)
-        self.z[:, :, m.hidden_size] = 1  # the constant input that multiplies the biases
-        self.g = _zeros((steps if train else 1, batch, _row_stride(m.g_width, dt)), dt)
-        cstate = (steps + 1 if train else 2, batch, m.h_width)  # Hp: whole panels (lstm)
-        self.c = _zeros(cstate if m.spec.cell_state else (0, 0, 0), dt)
-        self.y = _zeros((outs, batch, -(-m.output_size // nr) * nr), dt)
-        self.dy = np.zeros((outs, batch, m.output_size), dt)
+        # Batch-major storage (optbench.nn._bptt): the kernels see time-major views.
+        H, O, slots = m.hidden_size, m.output_size, steps + 1 if train else 2
+        self.zb = _zeros((batch, slots, _row_stride(m.z_cols, dt)), dt)
+        self.zb[:, :, H] = 1  # the constant input that multiplies the biases
+        # Training: one more G slot than steps, left zero, so that G and Z pair row for row.
+        self.gb = _zeros((batch, slots if train else 1, _row_stride(m.g_width, dt)), dt)
+        self.cb = _zeros((batch, slots, m.h_width) if m.spec.cell_state else (0, 0, 0), dt)
+        self.dyb = np.zeros((batch, outs + 1, O), dt)  # slot 0 stays zero (pairs with Z's)
+        self.z, self.c = self.zb.transpose(1, 0, 2), self.cb.transpose(1, 0, 2)
+        self.g = self.gb[:, :steps if train else 1].transpose(1, 0, 2)
+        self.dy = self.dyb[:, 1:].transpose(1, 0, 2)
+        self.y = _zeros((outs, batch, -(-O // nr) * nr), dt)
         self.ones = np.ones((batch, outs), dt)
         if train:
             self.dh = _zeros((batch, m.h_width), dt)
             self.dc = _zeros((batch, m.h_width), dt)  # LSTM: dL/dc (Hp wide); GRU: scratch
             self.norms = np.zeros((batch, steps), dt)
+            # The weight-gradient products' operands: all (row, slot) pairs of Z and G, and
+            # dY with the [h_t | 1] rows of the steps that have an output.
+            self.zm = self.zb.reshape(-1, self.zb.shape[2])
+            self.gm = self.gb.reshape(-1, self.gb.shape[2])
+            if m.head == "every":
+                self.dym, self.zhead = self.dyb.reshape(-1, O), self.zm[:, :H + 1]
+            else:
+                self.dym, self.zhead = self.dyb[:, 1], self.zb[:, steps, :H + 1]
 
 
 class Model:
@@ -278,7 +291,7 @@ class Model:
             value = LOSSES[loss](ws.y, y, ws.ones if mask is None else mask, denom, ws.dy)
             self.spec.backward(ws.z, ws.g, ws.c, ws.dy, *bwd, *headt, ws.dh, ws.dc, ws.norms,
                                ws.rows, self.hidden_size, self.h_width, every)
-            weight_grads(ws.g, ws.z, ws.dy, ws.norms, every, self.hidden_size, self.h_width,
+            weight_grads(ws.gm, ws.zm, ws.dym, ws.zhead, ws.norms, self.hidden_size, self.h_width,
                          self._ih, self._hh, self._grad_panels(), self._dwt, self._dwhead,
                          profile, *self._grad_views.values())
         return value / denom, self._grads, Diag(profile)

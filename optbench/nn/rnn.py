@@ -15,7 +15,7 @@ from numba import prange
 
 from optbench.nn._act import tanh
 from optbench.nn._bptt import CellSpec, dh_step, start_state
-from optbench.nn._gemm import mm
+from optbench.nn._gemm import mm, row
 from optbench.nn._jit import kernel
 
 _ONE = np.float32(1.0)
@@ -37,7 +37,7 @@ def rnn_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidde
                     zt[b, hidden + 1 + k] = x[b, t, k]
             mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
             for b in range(lo, hi):
-                pre, h = gt[b, :hidden], zn[b, :hidden]
+                pre, h = row(gt, b)[:hidden], row(zn, b)[:hidden]
                 for j in range(hidden):
                     h[j] = tanh(pre[j])
             if every or t == steps - 1:
@@ -57,7 +57,7 @@ def rnn_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, no
                     g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
             gt, zn = g[t], z[t + 1]
             for b in range(lo, hi):
-                d, h, dpre = dh[b, :hidden], zn[b, :hidden], gt[b, :hidden]
+                d, h, dpre = dh[b, :hidden], row(zn, b)[:hidden], row(gt, b)[:hidden]
                 sq = np.float32(0.0)
                 for j in range(hidden):
                     sq += d[j] * d[j]
