@@ -72,7 +72,8 @@ def gru_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, scratc
                     g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
             gt, zt = g[t], z[t]
             for b in range(lo, hi):
-                d, dz, hprev, gb = dh[b, :hidden], scratch[b], row(zt, b)[:hidden], row(gt, b)
+                d, dz, gb = row(dh, b)[:hidden], row(scratch, b), row(gt, b)
+                hprev = row(zt, b)[:hidden]
                 r, u = gb[:hidden], gb[hp:hp + hidden]
                 hn, n = gb[2 * hp:2 * hp + hidden], gb[3 * hp:3 * hp + hidden]
                 sq = np.float32(0.0)

@@ -57,7 +57,7 @@ def rnn_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, no
                     g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
             gt, zn = g[t], z[t + 1]
             for b in range(lo, hi):
-                d, h, dpre = dh[b, :hidden], row(zn, b)[:hidden], row(gt, b)[:hidden]
+                d, h, dpre = row(dh, b)[:hidden], row(zn, b)[:hidden], row(gt, b)[:hidden]
                 sq = np.float32(0.0)
                 for j in range(hidden):
                     sq += d[j] * d[j]
