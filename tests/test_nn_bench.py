@@ -2,11 +2,13 @@
 cache, which lets a second process start without compiling."""
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from optbench.errors import UsageError
@@ -131,6 +133,32 @@ def test_the_disk_cache_goes_stale_when_another_module_of_nn_changes(tmp_path):
     assert probe() == (0, 1)
     assert probe(OPTBENCH_NN_VECTOR_BYTES="32") == (0, 1)
     assert probe(OPTBENCH_NN_VECTOR_BYTES="32") == (1, 0)
+
+
+_LAYOUT_PROBE = """
+import numpy as np
+from optbench import nn
+model = nn.build("lstm", 3, 5, 2, seed=1)
+x = np.random.default_rng(0).standard_normal((6, 4, 3)).astype(np.float32)
+loss, grads, _ = model.loss_and_grad(x, np.ones((6, 2), np.float32))
+print(" ".join(repr(float(v)) for v in [loss, *grads]))
+"""
+
+
+@pytest.mark.slow
+def test_switching_the_vector_layout_with_one_cache_gives_the_same_gradients(tmp_path):
+    """The register tile's code fixes the vector width; a cached copy of it from the other
+    layout wrote past its buffers (found in review)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def grads(**extra):
+        out = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE], cwd=ROOT, env=env | extra,
+                             capture_output=True, text=True, check=True)
+        return np.array(out.stdout.split(), float)
+
+    first = grads()
+    np.testing.assert_allclose(grads(OPTBENCH_NN_VECTOR_BYTES="32"), first, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(grads(), first)
 
 
 def test_every_kernel_of_nn_carries_the_package_stamp():

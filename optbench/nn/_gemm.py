@@ -207,7 +207,11 @@ def _tile_in_mode(mr, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, 
     """`_tile` with a literal height `mr` and a run-time `mode` (one instantiation each)."""
 
 
-@overload(_tile_in_mode, prefer_literal=True, jit_options=JIT)
+# Not cached on its own: its code fixes VECTOR_BYTES, and an overload's disk cache is
+# stamped with this file only, so after a switch of OPTBENCH_NN_VECTOR_BYTES a cached
+# copy ran the other layout's tiles (out-of-bounds writes). Its callers are cached, with
+# it inside them, under the package stamp (optbench.nn._jit.kernel).
+@overload(_tile_in_mode, prefer_literal=True, jit_options={**JIT, "cache": False})
 def _ov_tile_in_mode(mr, mode, n_k, a, a_off, a_rs, a_ks, b, b_off, ldb, c, c_off, ldc):
     if not isinstance(mr, types.IntegerLiteral):
         return None
