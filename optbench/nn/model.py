@@ -212,7 +212,7 @@ class Model:
         nr = panel_width(self.dtype.itemsize)
         hp = -(-H // nr) * nr
         nb, nbh = spec.n_blocks, spec.n_hh_blocks
-        self.h_width, self.g_width, self.z_width = hp, nb * hp, H + 1 + I
+        self.h_width, self.g_width = hp, nb * hp
         k_ranges = [spec.k_range(blk, H, I) for blk in range(nb)]
         self._ih = np.array(spec.ih_blocks, np.int64)
         self._hh = np.array(spec.hh_blocks, np.int64)
