@@ -83,6 +83,8 @@ def environment(include_cuda: bool = True) -> dict:
 
     from optbench import __version__
 
+    from optbench.nn._jit import layout
+
     layer, threads = numba_threads()
     env = {
         "optbench": __version__,
@@ -103,6 +105,7 @@ def environment(include_cuda: bool = True) -> dict:
         "torch": _version("torch"),
         "numba_threading_layer": layer,
         "numba_threads": threads,
+        "nn_layout": layout(),
     }
     if include_cuda:
         env["cuda"] = cuda_status()

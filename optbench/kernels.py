@@ -417,6 +417,7 @@ def _text(report: dict) -> str:
         f"{env['numba_threads']} threads" + (f", torch {env['torch']} x {env['torch_threads']} "
                                             "threads" if "torch_threads" in env else "")
         + f"; load average before the run {env['load_average_1min']:.2f}",
+        f"model kernels: {env.get('nn_layout', '?')} layout",
     ]
     if env.get("cuda_simulator"):
         lines.append("CUDA SIMULATOR (NUMBA_ENABLE_CUDASIM=1): the cuda timings mean nothing")

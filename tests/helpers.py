@@ -22,6 +22,35 @@ VOLATILE_CURVES = ["train_s", "wall_s"]
 VOLATILE = ["seconds_to_solve", "timings_json", "env_json", "finished_at", "compile_s", "train_s", "eval_s", "total_s"]
 
 
+def assert_sum_within_bound(actual, a, b, c0=None, transpose_a=False):
+    """`actual` equals c0 + a @ b (a.T @ b with `transpose_a`) within the worst-case
+    rounding error of a sum of K products in `actual`'s precision, summed in any order,
+    with or without FMA (Higham, Accuracy and Stability, eq. 3.5):
+    |computed - exact| <= gamma_{K+1} (|a| @ |b| + |c0|), gamma_n = n u / (1 - n u).
+    An element-wise rtol fails on any machine where an element nearly cancels; this
+    bound scales with the magnitudes that were summed instead. The exact sum is taken
+    in float64 from the same (already rounded) inputs; for float64 data that reference
+    is itself rounded, so the bound is doubled."""
+    a64 = np.asarray(a, np.float64)
+    a64 = a64.T if transpose_a else a64
+    b64 = np.asarray(b, np.float64)
+    exact = a64 @ b64
+    size = np.abs(a64) @ np.abs(b64)
+    if c0 is not None:
+        exact = exact + np.asarray(c0, np.float64)
+        size = size + np.abs(np.asarray(c0, np.float64))
+    dtype = np.asarray(actual).dtype
+    u = np.finfo(dtype).eps / 2
+    n = a64.shape[1] + 1
+    gamma = n * u / (1 - n * u) * (2 if dtype == np.float64 else 1)
+    err = np.abs(np.asarray(actual, np.float64) - exact)
+    bound = gamma * size + np.finfo(dtype).tiny
+    worst = np.unravel_index(np.argmax(err - bound), err.shape)
+    assert (err <= bound).all(), (
+        f"error {err[worst]:.3g} at {worst} above the rounding bound {bound[worst]:.3g} "
+        f"(sum of {n - 1} products, magnitude {size[worst]:.3g})")
+
+
 def snapshot(directory, matrix=None):
     """The store's results without timings and environment, sorted: equal for equal results."""
     r = load(str(directory), matrix)

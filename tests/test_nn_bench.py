@@ -191,3 +191,38 @@ def test_scaling_spells_tool_prints_one_round_of_speedups():
     assert float(lstm) > 0 and float(work) > 0 and (blas == "nan" or float(blas) > 0)
     assert re.fullmatch(r"[01] of 1 rounds: the LSTM call no faster on \d+ threads than on one",
                         out[-1]), out[-1]
+
+
+# Flattened LLVM feature strings as llvmlite reports them: every feature LLVM knows, the
+# disabled ones with "-" (abridged from real hosts).
+_AVX512_HOST = "+64bit,+avx,+avx2,+avx512bw,+avx512dq,+avx512f,+avx512vl,+fma,+sse4.2"
+_AVX2_HOST = "+64bit,+avx,+avx2,-avx512bw,-avx512dq,-avx512f,-avx512vl,+fma,+sse4.2"
+_ARM64_HOST = "+neon,+fp-armv8,+crc,+lse,+rdm,+dotprod,-sve,-sve2"
+
+
+@pytest.mark.parametrize("flat,expect", [
+    (_AVX512_HOST, 64), (_AVX2_HOST, 32), (_ARM64_HOST, 32), ("", 32),
+])
+def test_layout_follows_the_enabled_features(flat, expect):
+    from optbench.nn._jit import choose_vector_bytes, enabled_features
+
+    features = enabled_features(flat)
+    assert choose_vector_bytes(features) == expect
+    assert "avx512f" not in enabled_features(_AVX2_HOST)  # listed, but as "-avx512f"
+    assert choose_vector_bytes(features, "32") == 32
+    assert choose_vector_bytes(features, "64") == 64
+
+
+def test_layout_override_must_be_a_known_width():
+    from optbench.nn._jit import choose_vector_bytes
+
+    with pytest.raises(ValueError, match="OPTBENCH_NN_VECTOR_BYTES='16'; allowed: 32"):
+        choose_vector_bytes(frozenset(), "16")
+
+
+def test_layout_is_in_info_and_in_each_cells_environment():
+    from optbench.env import environment
+    from optbench.nn._jit import VECTOR_BYTES, layout
+
+    assert environment(include_cuda=False)["nn_layout"] == layout()
+    assert layout().startswith("AVX-512" if VECTOR_BYTES == 64 else "AVX2")

@@ -61,18 +61,28 @@ def test_matches_torch(case, dtype):
 
 
 @pytest.mark.slow
-def test_matches_torch_with_the_avx2_layout(tmp_path):
-    """The 32-byte vector layout (AVX2 machines: 16-column float32 panels, other padding)
-    against the same fixtures, in a process with its own Numba cache."""
+def test_matches_torch_with_the_other_layout(tmp_path):
+    """The vector layout this CPU does not choose (32 bytes: AVX2 and arm64 machines,
+    16-column float32 panels, other padding; 64 bytes: AVX-512), forced, against the same
+    fixtures and the product kernels' own tests, in a process with its own Numba cache:
+    so both layouts are tested on every machine."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "OPTBENCH_NN_VECTOR_BYTES": "32", "NUMBA_CACHE_DIR": str(tmp_path)}
+    from optbench.nn._jit import VECTOR_BYTES
+
+    other = "32" if VECTOR_BYTES == 64 else "64"
+    env = {**os.environ, "OPTBENCH_NN_VECTOR_BYTES": other, "NUMBA_CACHE_DIR": str(tmp_path)}
     cases = " or ".join(f"{kind}/every/xent/masked" for kind in nn.names())
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-         "-k", f"test_matches_torch and ({cases}) and not avx2"],
+         str(Path(__file__).with_name("test_nn.py")),
+         "-k", f"(test_matches_torch and ({cases}) and not other_layout) or product"],
         cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]
-    assert "12 passed" in out.stdout, out.stdout[-500:]
+    import re
+
+    passed = re.search(r"(\d+) passed", out.stdout)
+    # the 12 golden cases named above and test_nn.py's 11 product-kernel tests
+    assert passed and int(passed.group(1)) == 23, out.stdout[-500:]

@@ -38,9 +38,37 @@ JIT_PARALLEL = {**JIT, "parallel": True}
 # OPTBENCH_NN_VECTOR_BYTES=32 forces the AVX2 layout (for tests on an AVX-512 machine);
 # it is part of the kernels' cache stamp (`kernel`), so switching it recompiles them.
 NV = 2
-VECTOR_BYTES = int(os.environ.get("OPTBENCH_NN_VECTOR_BYTES", 0)) or (
-    64 if "avx512f" in llvm.get_host_cpu_features().flatten() else 32)
+LAYOUTS = {64: "AVX-512 (8 x 32 float32 tiles)", 32: "AVX2 (4 x 16 float32 tiles)"}
+
+
+def enabled_features(flat: str) -> frozenset[str]:
+    """The features a flattened LLVM feature string ('+avx2,-avx512f,...') switches on.
+    LLVM lists every feature it knows, the disabled ones with '-', so a substring test
+    finds 'avx512f' on a CPU without it."""
+    return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
+
+
+def choose_vector_bytes(features: frozenset[str], forced: str | None = None) -> int:
+    """64 where the CPU has AVX-512F, else 32 (AVX2 x86; arm64, whose 128-bit NEON LLVM
+    splits 32-byte vectors into, with the 32 registers the 4 x 16 tile needs).
+    `forced` ("32" or "64", from OPTBENCH_NN_VECTOR_BYTES) overrides the choice."""
+    if forced:
+        if forced.strip() not in ("32", "64"):
+            raise ValueError(f"OPTBENCH_NN_VECTOR_BYTES={forced!r}; allowed: 32 (AVX2 layout), "
+                             "64 (AVX-512 layout), or unset to choose by the CPU")
+        return int(forced)
+    return 64 if "avx512f" in features else 32
+
+
+HOST_FEATURES = enabled_features(llvm.get_host_cpu_features().flatten())
+VECTOR_BYTES = choose_vector_bytes(HOST_FEATURES, os.environ.get("OPTBENCH_NN_VECTOR_BYTES"))
 MR = 8 if VECTOR_BYTES == 64 else 4
+
+
+def layout() -> str:
+    """The model kernels' register layout in words, and whether it was forced."""
+    forced = os.environ.get("OPTBENCH_NN_VECTOR_BYTES")
+    return LAYOUTS[VECTOR_BYTES] + (" (forced by OPTBENCH_NN_VECTOR_BYTES)" if forced else "")
 ROWS = 4
 
 # Rows of the time x batch sum per block in the weight-gradient product (_gemm.mm_tn):

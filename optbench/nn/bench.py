@@ -238,9 +238,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--repeat must be >= 1; got {args.repeat}")
     rows = bench_models(configs, args.repeat, with_torch=False if args.no_torch else None)
     starts = start_times() if args.start_times else None
+    from optbench.env import cpu_name
+    from optbench.nn._jit import layout
+
     if args.json:
-        print(json.dumps({"rows": rows, "start_s": starts}, indent=1))
+        print(json.dumps({"cpu": cpu_name(), "nn_layout": layout(), "rows": rows,
+                          "start_s": starts}, indent=1))
     else:
+        print(f"{cpu_name()}; model kernels: {layout()} layout")
         print(format_rows(rows))
         if starts:
             print(format_starts(starts))
