@@ -8,23 +8,27 @@ any work starts; a bad one is a one-line `UsageError` that names the key.
 Tuning protocol (DeepOBS, Schneider et al. 2019; Crowded Valley, Schmidt et al. 2021):
 
 - tier "tuned": each optimizer gets a log-spaced learning-rate grid centred on its
-  default lr (`lr_grid`); the best lr per (optimizer, task, length, ...) is the one with
-  the best median rank over seeds, where within a seed solved cells rank by steps to
-  solve, then unsolved ones by validation metric, diverged ones last; test figures are
-  reported for it (`pick_lr`).
+  default lr (`lr_grid`), widened while the best lr sits at an edge; the best lr per
+  (optimizer, task, length, ...) is the one with the best median rank over the tuning
+  seeds (`optbench.selection`).
+- tier "confirm": that lr rerun on fresh seeds (`confirm_seeds`); the report's figures of
+  the tuned optimizers come from these, free of the selection's optimism.
 - tier "defaults": each optimizer at its default hyper-parameters, untuned.
 
-A cell in both tiers (the grid's centre is the default lr) is one cell: run and stored once.
+A cell in two tiers (the grid's centre is the default lr) is one cell: run and stored once.
 
 Top-level keys (`KEYS`; defaults in brackets):
 
     name        matrix name recorded in the store            [file stem / preset name]
     tasks       list of task names (optbench.tasks.names())  required
-    lengths     list of sequence lengths for every task, or a table task -> list   required
+    lengths     list of sequence lengths for every task, or a table task -> list;
+                required for each task without a [horizon] search
     models      list of model kinds (optbench.nn.names())    ["lstm"]
     hidden      list of hidden sizes                         [128]
     optimizers  list of names, or array of tables (below)    required
-    seeds       list of seeds, or n for seeds 0..n-1         [3]
+    seeds       tuning seeds: a list, or n for seeds 0..n-1  [3]
+    confirm_seeds  fresh seeds the tuned lr is rerun on: a list, or n for seeds
+                1000..1000+n-1; 0 = off (figures then come from the tuning seeds)  [0]
     steps       step budget per cell, or a table task -> int [2000]
     batch_size  sequences per step                           [32]
     eval_every  steps between validation evaluations         [100]
@@ -34,6 +38,15 @@ Top-level keys (`KEYS`; defaults in brackets):
     tiers       which tiers to run: "defaults", "tuned"      [both]
     [tuning]    lr_points (grid size, odd keeps the default in the grid) [5]
                 lr_decades (the grid spans this many decades around the default) [2]
+                extend (grid points a side may gain while the best lr is at that edge) [2]
+    [horizon]   search the longest length each optimizer solves, per task:
+                TASK = {start = L0, max = L1} (such a task needs no `lengths`);
+                factor (growth per step) [2], bisect (lengths tried between the last
+                solved and the first failed) [1], solved_fraction (of the confirmation
+                seeds, for a length to count as solved) [0.5]
+
+The tuned tier, its confirmation and the horizon search are planned in waves as results
+come in (`optbench.plan`); a rerun asks for the same cells, so a run resumes anywhere.
 
 An `[[optimizers]]` table has `name`, optionally `lr` (the centre of its grid and its
 "defaults" cell), `lr_grid` (an explicit list of learning rates instead of the log-spaced
@@ -48,15 +61,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
-
 from optbench.cell import Cell
 from optbench.errors import UsageError
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 TIERS = ("defaults", "tuned")
+ROLES = (*TIERS, "confirm")  # the tiers a cell can hold in a matrix
 _DEFAULT = {f.name: f.default for f in fields(Cell) if f.name != "hparams"}
 KEYS = {
     "name": None,
@@ -73,9 +82,12 @@ KEYS = {
     "clip_value": False,
     "init": _DEFAULT["init"],
     "tiers": list(TIERS),
-    "tuning": {"lr_points": 5, "lr_decades": 2.0},
+    "tuning": {"lr_points": 5, "lr_decades": 2.0, "extend": 2},
+    "confirm_seeds": 0,
+    "horizon": {},
 }
-REQUIRED = ("tasks", "lengths", "optimizers")
+HORIZON_KEYS = {"factor": 2.0, "bisect": 1, "solved_fraction": 0.5}
+REQUIRED = ("tasks", "optimizers")
 
 # Presets: data in the config format above. Run times on the development machine (2 AMD EPYC
 # cores, shared): `quick` measured 2.1-2.7 min serially and 1.4 min with --workers 2. The
@@ -129,7 +141,8 @@ DEFAULT_PRESET = "quick"
 
 @dataclass(frozen=True)
 class Matrix:
-    """An expanded matrix: its name, the normalised config, and (cell, tier) pairs in run order."""
+    """An expanded matrix: its name, the normalised config, and the (cell, tier) pairs of its
+    first wave in run order (what it needs before any result is in; `plan` gives the rest)."""
 
     name: str
     config: dict
@@ -137,14 +150,34 @@ class Matrix:
 
     @property
     def cells(self) -> tuple[Cell, ...]:
-        """Each distinct cell once, in run order."""
-        return tuple({cell.key: cell for cell, _ in reversed(self.members)}.values())[::-1]
+        """Each distinct cell of the first wave once, in run order."""
+        return _distinct(self.members)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether later waves can add cells (a tuned tier: grids widen, confirmations and
+        horizon searches follow results). A Matrix made by hand from a list of members,
+        without an expanded config, is run as it is."""
+        return "tuned" in self.config["tiers"] and "optimizers" in self.config
+
+    def plan(self, finished) -> tuple[tuple[Cell, str], ...]:
+        """Every (cell, tier) the matrix needs given `finished` (cell key -> figures)."""
+        if not self.adaptive:
+            return self.members
+        from optbench.plan import plan
+
+        return tuple(plan(self.config, finished))
 
     @property
     def digest(self) -> str:
-        """Identifies the matrix in a store: its name and exactly which cells are in which tier."""
-        body = json.dumps([self.name, sorted((c.key, t) for c, t in self.members)])
+        """Identifies the matrix in a store: its name and normalised config (which decide
+        every cell any wave can ask for)."""
+        body = json.dumps([self.name, self.config], sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:20]
+
+
+def _distinct(members) -> tuple[Cell, ...]:
+    return tuple({cell.key: cell for cell, _ in reversed(members)}.values())[::-1]
 
 
 # -- entry points --------------------------------------------------------------------------
@@ -182,29 +215,9 @@ def expand(config: dict, source: str = "config") -> Matrix:
             c.fail(key, "missing (required)")
     cfg = {key: config.get(key, default) for key, default in KEYS.items()}
     norm = _normalise(cfg, c)
+    from optbench.plan import plan
 
-    members = []
-    for seed in norm["seeds"]:
-        for task in norm["tasks"]:
-            for length in norm["lengths"][task]:
-                for model in norm["models"]:
-                    for hidden in norm["hidden"]:
-                        base = dict(
-                            task=task, length=length, model=model, hidden=hidden, seed=seed,
-                            steps=norm["steps"][task], batch_size=norm["batch_size"],
-                            eval_every=norm["eval_every"], clip_norm=norm["clip_norm"],
-                            clip_value=norm["clip_value"], init=norm["init"],
-                        )
-                        for opt in norm["optimizers"]:
-                            for tier, lrs in (("defaults", [opt["hparams"]["lr"]]),
-                                              ("tuned", opt["lr_grid"])):
-                                if tier not in norm["tiers"]:
-                                    continue
-                                for lr in lrs:
-                                    hp = {**opt["hparams"], "lr": lr}
-                                    cell = Cell(optimizer=opt["name"], hparams=hp, **base)
-                                    members.append((cell, tier))
-    return Matrix(norm["name"], norm, tuple(members))
+    return Matrix(norm["name"], norm, tuple(plan(norm, {})))
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -274,7 +287,15 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
                 c.fail(k, str(exc))
         return c.list_(key, value, one)
 
-    lengths = c.per_task("lengths", cfg["lengths"], task_names, length_list)
+    horizon = _horizon(cfg["horizon"], task_names, c)
+    fixed = [t for t in task_names if t not in horizon["tasks"]]
+    if fixed and cfg["lengths"] is None:
+        c.fail("lengths", f"missing (required for {', '.join(fixed)}: tasks without a "
+               "[horizon] search)")
+    if isinstance(cfg["lengths"], dict) and set(cfg["lengths"]) & set(horizon["tasks"]):
+        task = sorted(set(cfg["lengths"]) & set(horizon["tasks"]))[0]
+        c.fail(f"lengths.{task}", "this task searches its lengths ([horizon]); give it there")
+    lengths = c.per_task("lengths", cfg["lengths"], fixed, length_list) if fixed else {}
     steps = c.per_task("steps", cfg["steps"], task_names, lambda k, v, t: c.int_(k, v))
     eval_every = c.int_("eval_every", cfg["eval_every"])
     if eval_every > min(steps.values()):
@@ -282,6 +303,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     seeds = cfg["seeds"]
     seeds = list(range(c.int_("seeds", seeds))) if isinstance(seeds, int) and not isinstance(
         seeds, bool) else c.list_("seeds", seeds, lambda k, v: c.int_(k, v, low=0))
+    confirm = _confirm_seeds(cfg["confirm_seeds"], seeds, c)
     tiers = c.list_("tiers", cfg["tiers"], lambda k, v: c.choice(k, v, TIERS))
     tuning = cfg["tuning"]
     if not isinstance(tuning, dict) or set(tuning) - set(KEYS["tuning"]):
@@ -289,6 +311,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     tuning = {**KEYS["tuning"], **tuning}
     points = c.int_("tuning.lr_points", tuning["lr_points"])
     decades = c.positive("tuning.lr_decades", tuning["lr_decades"])
+    extend = c.int_("tuning.extend", tuning["extend"], low=0)
     return {
         "name": name,
         "tasks": task_names,
@@ -297,6 +320,8 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
         "hidden": c.list_("hidden", cfg["hidden"], c.int_),
         "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades),
         "seeds": seeds,
+        "confirm_seeds": confirm,
+        "horizon": horizon,
         "steps": steps,
         "batch_size": c.int_("batch_size", cfg["batch_size"]),
         "eval_every": eval_every,
@@ -304,8 +329,64 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
         "clip_value": c.off_or_positive("clip_value", cfg["clip_value"]),
         "init": c.choice("init", cfg["init"], nn.INITS),
         "tiers": tiers,
-        "tuning": {"lr_points": points, "lr_decades": decades},
+        "tuning": {"lr_points": points, "lr_decades": decades, "extend": extend},
     }
+
+
+def _confirm_seeds(value, seeds: list[int], c: _Checker) -> list[int]:
+    from optbench.plan import CONFIRM_SEED_BASE
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = c.int_("confirm_seeds", value, low=0)
+        value = list(range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + n))
+        return value
+    value = c.list_("confirm_seeds", value, lambda k, v: c.int_(k, v, low=0))
+    shared = sorted(set(value) & set(seeds))
+    if shared:
+        c.fail("confirm_seeds", f"seed {shared[0]} is also a tuning seed; confirmation needs "
+               "seeds that did not choose the lr")
+    return value
+
+
+def _horizon(raw, task_names: list[str], c: _Checker) -> dict:
+    """{"tasks": {task: {"start", "max"}}, "factor", "bisect", "solved_fraction"}."""
+    from optbench import tasks
+
+    if not isinstance(raw, dict):
+        c.fail("horizon", f"must be a table of task = {{start = L0, max = L1}} and options "
+               f"({', '.join(HORIZON_KEYS)}); got {raw!r}")
+    out = {"tasks": {}, **HORIZON_KEYS}
+    for key, value in raw.items():
+        if key in HORIZON_KEYS:
+            continue
+        if key not in task_names:
+            c.fail(f"horizon.{key}", "not one of the tasks "
+                   f"({', '.join(task_names)}) nor an option ({', '.join(HORIZON_KEYS)})")
+        if not isinstance(value, dict) or set(value) != {"start", "max"}:
+            c.fail(f"horizon.{key}", f"must be {{start = L0, max = L1}}; got {value!r}")
+        task = tasks.get(key)
+        bounds = []
+        for end in ("start", "max"):
+            try:
+                bounds.append(task.check_length(value[end]))
+            except UsageError as exc:
+                c.fail(f"horizon.{key}.{end}", str(exc))
+        if bounds[1] < bounds[0]:
+            c.fail(f"horizon.{key}", f"max {bounds[1]} is below start {bounds[0]}")
+        out["tasks"][key] = {"start": bounds[0], "max": bounds[1]}
+    if "factor" in raw:
+        factor = c.positive("horizon.factor", raw["factor"])
+        if factor < 1.1:
+            c.fail("horizon.factor", f"must be >= 1.1 so that lengths grow; got {factor!r}")
+        out["factor"] = factor
+    if "bisect" in raw:
+        out["bisect"] = c.int_("horizon.bisect", raw["bisect"], low=0)
+    if "solved_fraction" in raw:
+        f = c.positive("horizon.solved_fraction", raw["solved_fraction"])
+        if f > 1:
+            c.fail("horizon.solved_fraction", f"must be in (0, 1]; got {f!r}")
+        out["solved_fraction"] = f
+    return out
 
 
 def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[dict]:
@@ -366,81 +447,3 @@ def lr_grid(centre: float, points: int, decades: float) -> list[float]:
         e = 0.0 if points == 1 else decades * (i / (points - 1) - 0.5)
         grid.append(centre if e == 0 else float(f"{centre * 10 ** e:.3g}"))
     return grid
-
-
-# -- tuning --------------------------------------------------------------------------------
-# What, apart from the learning rate and the seed, makes two cells the same experiment.
-GROUP = ["task", "length", "model", "hidden", "optimizer", "variant", "steps", "batch_size",
-         "eval_every", "clip_norm", "clip_value", "init"]
-
-
-def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = None) -> "pd.DataFrame":
-    """The tuned learning rate per (task, length, model, hidden, optimizer, other hparams ...).
-
-    `cells` is `optbench.load(DIR).tier("tuned")` or any frame with its columns. Protocol
-    (DeepOBS, Schneider et al. 2019): each lr is scored by the median over seeds of a
-    per-cell score taken on the validation set, and the lr with the best median wins (on a
-    tie, the smaller lr). The per-cell score orders, best first:
-
-    1. solved cells, by steps to solve (the first evaluation meeting the task's solved rule);
-    2. unsolved cells, by their final validation metric;
-    3. diverged cells, and cells without a validation metric.
-
-    A plain median of final validation metrics would rank solved runs by noise: the loop
-    stops a run at its first evaluation past the threshold, so every solved run ends just
-    past it. Where nothing solves, the rule is DeepOBS's. With an even number of seeds the
-    median is the lower of the two middle scores. `higher_is_better` maps task -> bool
-    (default: the task registry's `higher_is_better`).
-
-    Returns one row per group: the GROUP columns, `lr`, then over the seeds at that lr:
-    `seeds`, `solved`, `diverged` (counts), `steps_median` (median steps to solve of the
-    solved seeds), `val_median` and `test_median` (median final validation and test metric
-    of the seeds that did not diverge), and `lrs` (how many lrs were compared).
-    """
-    import numpy as np
-    import pandas as pd
-
-    if higher_is_better is None:
-        from optbench import tasks
-
-        higher_is_better = {t: tasks.get(t).higher_is_better for t in cells["task"].unique()}
-    df = cells.assign(variant=[_variant(h) for h in cells["hparams_json"]])
-    sign = np.where(df["task"].map(higher_is_better).astype(bool), -1.0, 1.0)
-    loss = sign * df["val_metric"].astype(float)
-    df["score"] = [
-        (2, 0.0) if outcome == "diverged" or np.isnan(v) else
-        (0, float(steps)) if outcome == "solved" else (1, v)
-        for outcome, v, steps in zip(df["outcome"], loss, df["steps_to_solve"])
-    ]
-    rows = []
-    for group, g in df.groupby(GROUP, sort=True, dropna=False):
-        per_lr = []
-        for lr, at in g.groupby("lr", sort=True):
-            scores = sorted(at["score"])
-            ok = at[at["outcome"] != "diverged"]
-            per_lr.append((scores[(len(scores) - 1) // 2], lr, dict(
-                seeds=at["seed"].nunique(), solved=int((at["outcome"] == "solved").sum()),
-                diverged=len(at) - len(ok),
-                steps_median=at["steps_to_solve"].astype(float).median(),
-                val_median=ok["val_metric"].astype(float).median(),
-                test_median=ok["test_metric"].astype(float).median(),
-            )))
-        _, lr, figures = min(per_lr, key=lambda x: x[:2])
-        rows.append({**dict(zip(GROUP, group)), "lr": lr, **figures, "lrs": len(per_lr)})
-    return pd.DataFrame(rows, columns=GROUP + [
-        "lr", "seeds", "solved", "diverged", "steps_median", "val_median", "test_median", "lrs"])
-
-
-def label(optimizer: str, variant: str) -> str:
-    """'sgd(momentum=0.9)': the optimizer and those of its hyper-parameters, lr aside, that
-    differ from its defaults (`variant` is `pick_lr`'s column of that name)."""
-    defaults = json.loads(json.dumps(optimizer_defaults(optimizer)))
-    changed = {k: v for k, v in json.loads(variant).items() if defaults.get(k) != v}
-    return optimizer + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
-
-
-def _variant(hparams_json: str) -> str:
-    """The hyper-parameters other than lr, as canonical JSON: what tells variants apart."""
-    hp = json.loads(hparams_json)
-    hp.pop("lr", None)
-    return json.dumps(hp, sort_keys=True)

@@ -74,8 +74,11 @@ def run(args) -> int:
         finished = store.finished_keys()
         todo = sum(cell.key not in finished for cell in m.cells)
         tiers = ", ".join(f"{t} {n}" for t, n in Counter(t for _, t in m.members).items())
-        print(f"matrix {m.name}: {len(m.cells)} cells ({tiers}); {len(m.cells) - todo} already "
-              f"in {store.path}, {todo} to run {executor.name}", file=sys.stderr)
+        later = ("; later waves add cells as results ask (wider lr grids, confirmation seeds, "
+                 "longer lengths)" if m.adaptive else "")
+        print(f"matrix {m.name}: {len(m.cells)} cells ({tiers}){later}; "
+              f"{len(m.cells) - todo} already in {store.path}, {todo} to run {executor.name}",
+              file=sys.stderr)
         if args.dry_run:
             return 0
         if isinstance(executor, runner.Serial) and todo:
@@ -149,15 +152,15 @@ def summary(results, m) -> str:
     `matrix.pick_lr` picks), how many seeds solved and diverged, the median steps to solve,
     and the median final validation and test metric."""
     from optbench import tasks
-    from optbench.matrix import label, pick_lr
+    from optbench.selection import label, pick_lr
 
-    keys = {cell.key for cell in m.cells}
+    keys = set(results.members["key"])
     cells = results.cells[results.cells["key"].isin(keys)]
     counts = cells["outcome"].value_counts()
     lines = [f"{m.name}: {len(cells)} of {len(keys)} cells finished: "
              + ", ".join(f"{counts.get(o, 0)} {o}" for o in ("solved", "budget", "diverged"))]
     for tier in m.config["tiers"]:
-        tier_keys = {cell.key for cell, t in m.members if t == tier}
+        tier_keys = set(results.members.loc[results.members["tier"] == tier, "key"])
         picked = pick_lr(cells[cells["key"].isin(tier_keys)])
         if picked.empty:
             continue

@@ -218,27 +218,47 @@ class Dask:
 # -- the loop ------------------------------------------------------------------------------
 def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
             progress: "Progress | None" = None) -> int:
-    """Run the matrix's unfinished cells on `executor`, storing each result as it arrives.
+    """Run the matrix's unfinished cells on `executor`, storing each result as it arrives,
+    wave after wave until its plan (`Matrix.plan`: widened grids, confirmations, horizon
+    searches) asks for nothing new.
 
-    Returns how many cells ran. Safe to interrupt at any point: every stored cell is whole.
+    Returns how many cells ran. Safe to interrupt at any point: every stored cell is whole,
+    and a rerun plans the same waves from what is stored.
     """
     ran = 0
     with executor:  # first, so that a scheduler out of reach leaves the store untouched
-        store.record_matrix(matrix)
-        finished = store.finished_keys()
-        todo = [cell for cell in matrix.cells if cell.key not in finished]
-        if progress is not None:
-            progress.start(total=len(matrix.cells), done=len(matrix.cells) - len(todo))
-        results = executor.run(fn, todo)
-        try:
-            for result in results:
-                with _sigint_deferred():
-                    store.put(result)
-                ran += 1
-                if progress is not None:
-                    progress.update(result)
-        finally:
-            results.close()  # stops the workers now, also on Ctrl-C or an error
+        members = matrix.plan(store.figures())
+        while True:
+            store.record_matrix(matrix, members)
+            finished = store.finished_keys()
+            cells = {cell.key: cell for cell, _ in members}
+            todo = [cell for key, cell in cells.items() if key not in finished]
+            if progress is not None:
+                progress.plan(total=len(cells), done=len(cells) - len(todo))
+            if todo:
+                ran += _run_wave(executor, fn, todo, store, progress)
+                if not store.finished_keys() & {cell.key for cell in todo}:
+                    raise WorkerLost(f"a wave of {len(todo)} cells ended with none of them "
+                                     "stored")
+            grown = matrix.plan(store.figures())
+            if set(grown) <= set(members) and todo == []:
+                break
+            members = tuple(dict.fromkeys((*members, *grown)))
+    return ran
+
+
+def _run_wave(executor, fn, todo, store, progress) -> int:
+    ran = 0
+    results = executor.run(fn, todo)
+    try:
+        for result in results:
+            with _sigint_deferred():
+                store.put(result)
+            ran += 1
+            if progress is not None:
+                progress.update(result)
+    finally:
+        results.close()  # stops the workers now, also on Ctrl-C or an error
     return ran
 
 
@@ -289,6 +309,16 @@ class Progress:
             self._line(f"{done} of {total} cells already in the store; running the other "
                        f"{total - done}")
         self._draw()
+
+    def plan(self, total: int, done: int) -> None:
+        """The cells planned so far (a later wave of an adaptive matrix plans more)."""
+        if not hasattr(self, "total"):
+            self.start(total, done)
+        elif total != self.total:
+            self._line(f"results so far ask for {total - self.total} more cells "
+                       "(widened lr grids, confirmation seeds, longer lengths)")
+            self.total = total
+            self._draw()
 
     def update(self, result: Result) -> None:
         self.done += 1

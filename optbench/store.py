@@ -183,8 +183,11 @@ class Store:
         self._conn.execute("COMMIT")
 
     # -- writing -------------------------------------------------------------------------
-    def record_matrix(self, matrix: "Matrix") -> int:
-        """Plan the matrix's cells (rows without results) and record its membership."""
+    def record_matrix(self, matrix: "Matrix", members=None) -> int:
+        """Plan the matrix's cells (rows without results) and record its membership: its first
+        wave, or `members` ((cell, tier) pairs a later wave asks for). Idempotent."""
+        members = matrix.members if members is None else tuple(members)
+        cells = tuple({cell.key: cell for cell, _ in members}.values())
         with self.transaction():
             self._conn.execute(
                 "INSERT INTO matrices (name, digest, config_json, created_at) VALUES (?, ?, ?, ?)"
@@ -194,7 +197,7 @@ class Store:
             (matrix_id,) = self._conn.execute(
                 "SELECT id FROM matrices WHERE digest = ?", (matrix.digest,)
             ).fetchone()
-            rows = [_config_row(cell) for cell in matrix.cells]
+            rows = [_config_row(cell) for cell in cells]
             names = list(rows[0]) if rows else []
             self._conn.executemany(
                 f"INSERT INTO cells ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
@@ -203,7 +206,7 @@ class Store:
             )
             self._conn.executemany(
                 "INSERT INTO matrix_cells VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [(matrix_id, cell.key, tier) for cell, tier in matrix.members],
+                [(matrix_id, cell.key, tier) for cell, tier in members],
             )
         return matrix_id
 
@@ -240,6 +243,13 @@ class Store:
             self._conn.executemany("INSERT INTO grad_profiles VALUES (?, ?, ?, ?)", profiles)
 
     # -- reading -------------------------------------------------------------------------
+    def figures(self) -> dict[str, dict]:
+        """cell key -> {outcome, val_metric, steps_to_solve} of every finished cell: what the
+        planner of later waves reads (`optbench.plan`)."""
+        return {k: {"outcome": o, "val_metric": v, "steps_to_solve": s} for k, o, v, s in
+                self._conn.execute("SELECT key, outcome, val_metric, steps_to_solve FROM cells"
+                                   " WHERE finished_at IS NOT NULL")}
+
     def finished_keys(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT key FROM cells WHERE finished_at IS NOT NULL")}
 

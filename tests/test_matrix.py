@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from optbench import matrix as mx
+from optbench import selection
 from optbench import nn, optim, tasks
 from optbench.cell import Cell
 from optbench.errors import UsageError
@@ -81,9 +82,12 @@ def test_clipping_off_and_on():
     assert cell.clip_norm is None and cell.clip_value == 0.5
 
 
-def test_the_digest_names_exactly_the_cells_and_tiers():
+def test_the_digest_names_exactly_the_config():
     a = expand()
     assert a.digest == expand().digest
+    assert a.digest == expand(lengths=[10], seeds=[0]).digest  # the same config spelled out
+    assert a.digest != expand(confirm_seeds=2).digest
+    assert a.digest != expand(tuning={"extend": 0}).digest
     assert a.digest != expand(seeds=2).digest
     assert a.digest != expand(tiers=["tuned"]).digest
     assert a.digest != expand(name="other").digest
@@ -139,7 +143,8 @@ def test_missing_required_keys():
 
 def test_toml_files(tmp_path):
     m = mx.from_toml("examples/custom.toml")
-    assert m.name == "custom" and m.config["tuning"] == {"lr_points": 3, "lr_decades": 2.0}
+    assert m.name == "custom" and m.config["tuning"] == {"lr_points": 3, "lr_decades": 2.0,
+                                                          "extend": 2}
     bad = tmp_path / "bad.toml"
     bad.write_text("tasks = [adding]\n")
     with pytest.raises(UsageError, match=r"config '.*bad.toml' is not valid TOML: .*line 1"):
@@ -206,7 +211,7 @@ def test_pick_lr_takes_the_best_median_over_seeds():
         ("copy", "sgd", 0.1, 0, 0.995, "solved", 300), ("copy", "sgd", 0.01, 0, 0.991, "solved", 200),
         ("copy", "sgd", 0.001, 0, 0.98, "budget"),
     ]
-    picked = mx.pick_lr(_frame(rows), {"adding": False, "copy": True}).set_index(
+    picked = selection.pick_lr(_frame(rows), {"adding": False, "copy": True}).set_index(
         ["task", "optimizer"])
     assert picked.loc[("adding", "adam"), "lr"] == 0.01
     assert picked.loc[("adding", "adam"), "val_median"] == 0.2
@@ -224,15 +229,15 @@ def test_pick_lr_takes_the_best_median_over_seeds():
 def test_pick_lr_lower_median_with_an_even_number_of_seeds():
     rows = [("adding", "adam", 0.1, s, v, "budget") for s, v in enumerate([0.1, 0.2, 0.3, 0.9])]
     rows += [("adding", "adam", 0.01, s, v, "budget") for s, v in enumerate([0.15, 0.25, 0.3, 0.3])]
-    assert mx.pick_lr(_frame(rows), {"adding": False})["lr"].tolist() == [0.1]
+    assert selection.pick_lr(_frame(rows), {"adding": False})["lr"].tolist() == [0.1]
 
 
 def test_pick_lr_keeps_variants_apart_and_reports_all_diverged():
     df = _frame([("adding", "sgd", 0.1, 0, 0.3, "budget"), ("adding", "sgd", 1.0, 0, 1.0, "diverged")])
     other = _frame([("adding", "sgd", 0.1, 0, 0.1, "budget")])
     other["hparams_json"] = json.dumps({"lr": 0.1, "momentum": 0.9})
-    picked = mx.pick_lr(pd.concat([df, other]), {"adding": False})
+    picked = selection.pick_lr(pd.concat([df, other]), {"adding": False})
     assert sorted(picked["val_median"]) == [0.1, 0.3] and len(picked) == 2
-    assert [mx.label("sgd", v) for v in picked["variant"]] == ["sgd(eps=1e-08)", "sgd(momentum=0.9)"]
+    assert [selection.label("sgd", v) for v in picked["variant"]] == ["sgd(eps=1e-08)", "sgd(momentum=0.9)"]
     dead = _frame([("adding", "sgd", 1.0, s, 0.0, "diverged") for s in range(3)])
-    assert math.isnan(mx.pick_lr(dead, {"adding": False})["val_median"].iloc[0])
+    assert math.isnan(selection.pick_lr(dead, {"adding": False})["val_median"].iloc[0])

@@ -7,9 +7,9 @@ writes and `optbench.report.figures` draws.
 Vocabulary:
 
 - problem: one (task, length, model, hidden); `PROBLEM` lists the columns.
-- entrant: an optimizer with its non-lr hyper-parameters, named by `matrix.label`
+- entrant: an optimizer with its non-lr hyper-parameters, named by `selection.label`
   ("sgd(momentum=0.9)"); the thing being ranked.
-- tier "tuned": the lr per (problem, entrant) is `matrix.pick_lr`'s (best median over seeds on
+- tier "tuned": the lr per (problem, entrant) is `selection.pick_lr`'s (best median over seeds on
   the validation set); tier "defaults": the entrant's default lr, untuned.
 
 Medians over seeds are the lower median (the smaller middle value for an even count) where
@@ -29,7 +29,7 @@ import pandas as pd
 
 from optbench import tasks
 from optbench.errors import UsageError
-from optbench.matrix import GROUP, _variant, label, pick_lr
+from optbench.selection import GROUP, label, pick_lr, variant
 from optbench.store import Results, Store
 from optbench.train import PROFILE_FRACTIONS
 
@@ -53,7 +53,7 @@ class Data:
     name, config: the matrix (the newest of that name when the store ran it more than once).
     results: `optbench.load(DIR, matrix=name)`.
     cells: its finished cells with two more columns: `variant` (the non-lr hyper-parameters
-           as JSON, what `pick_lr` groups by) and `entrant` (`matrix.label`).
+           as JSON, what `pick_lr` groups by) and `entrant` (`selection.label`).
     members: what the matrix asked for, one row per (cell, tier), finished or not, with
            `entrant` too.
     entrants: the entrants in the matrix's order (which fixes their colours).
@@ -107,14 +107,14 @@ def load(directory: str, matrix: str | None = None) -> Data:
     cells, members = (_with_entrant(results.cells), _with_entrant(results.members))
     # A column that is NULL in every row (no seed diverged yet) comes back as None objects.
     cells[FIGURES] = cells[FIGURES].astype(float)
-    order = [label(o["name"], _variant(json.dumps(o["hparams"]))) for o in config["optimizers"]]
+    order = [label(o["name"], variant(json.dumps(o["hparams"]))) for o in config["optimizers"]]
     entrants = [e for e in order if e in set(cells["entrant"])]
     entrants += sorted(set(cells["entrant"]) - set(entrants))
     return Data(directory, name, config, results, cells, members, entrants)
 
 
 def _with_entrant(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.assign(variant=[_variant(h) for h in frame["hparams_json"]])
+    out = frame.assign(variant=[variant(h) for h in frame["hparams_json"]])
     out["entrant"] = [label(o, v) for o, v in zip(out["optimizer"], out["variant"])]
     return out
 
@@ -152,7 +152,7 @@ def environments(cells: pd.DataFrame) -> pd.DataFrame:
 
 # -- tables ---------------------------------------------------------------------------------
 def at_picked_lr(data: Data, tier: str) -> pd.DataFrame:
-    """The tier's finished cells at the lr `matrix.pick_lr` picks for their group (one row per
+    """The tier's finished cells at the lr `selection.pick_lr` picks for their group (one row per
     seed), with `lrs`: how many learning rates were compared."""
     if tier not in data.picked:
         cells = data.tier(tier)
