@@ -27,13 +27,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from optbench import tasks
+from optbench import stats, tasks
 from optbench.errors import UsageError
 from optbench.selection import GROUP, label, pick_lr, variant
 from optbench.store import Results, Store
 from optbench.train import PROFILE_FRACTIONS
 
 PROBLEM = ["task", "length", "model", "hidden"]
+TIERS = ("confirm", "tuned", "defaults")
+# Which seeds a tier's figures come from: what every table says beside its figures.
+SEEDS = {"confirm": "confirmation seeds (not used for tuning)",
+         "tuned": "the tuning seeds (the seeds that chose the lr: optimistic)",
+         "defaults": "the tuning seeds, at the default lr (untuned)"}
 FIGURES = ["steps_to_solve", "seconds_to_solve", "diverged_step", "val_loss", "val_metric",
            "test_loss", "test_metric"]
 # AlgoPerf's performance-profile score integrates rho_s(tau) over tau in [1, TAU_MAX]
@@ -74,9 +79,10 @@ class Data:
 
     @property
     def tiers(self) -> list[str]:
-        """The tiers with finished cells, tuned first."""
-        return [t for t in ("tuned", "defaults")
-                if t in self.config["tiers"] and not self.tier(t).empty]
+        """The tiers with finished cells: the confirmation first (the tuned lr on fresh seeds,
+        the figures the report leads with), then the tuning seeds', then the defaults."""
+        return [t for t in TIERS if (t == "confirm" or t in self.config["tiers"])
+                and not self.tier(t).empty]
 
     def ordered(self, frame: pd.DataFrame, *extra: str) -> pd.DataFrame:
         """`frame` sorted by problem (tasks in the matrix's order), entrant (the matrix's
@@ -152,11 +158,14 @@ def environments(cells: pd.DataFrame) -> pd.DataFrame:
 
 # -- tables ---------------------------------------------------------------------------------
 def at_picked_lr(data: Data, tier: str) -> pd.DataFrame:
-    """The tier's finished cells at the lr `selection.pick_lr` picks for their group (one row per
-    seed), with `lrs`: how many learning rates were compared."""
+    """The tier's finished cells at the lr `selection.pick_lr` picks for their group (one row
+    per seed), with `lrs` (how many learning rates were compared) and `edge` ("low"/"high"
+    when the pick is the grid's smallest/largest lr). The confirmation tier's cells are all
+    at the lr the tuning seeds picked; they take `lrs` and `edge` from that pick."""
     if tier not in data.picked:
         cells = data.tier(tier)
-        chosen = pick_lr(cells)[GROUP + ["lr", "lrs"]]
+        tuned = data.tier("tuned") if tier == "confirm" else cells
+        chosen = pick_lr(tuned)[GROUP + ["lr", "lrs", "edge"]]
         data.picked[tier] = _nulls_as_none(cells).merge(
             _nulls_as_none(chosen), on=GROUP + ["lr"], how="inner")
     return data.picked[tier]
@@ -172,8 +181,7 @@ def _nulls_as_none(frame: pd.DataFrame) -> pd.DataFrame:
 
 def lower_median(values) -> float:
     """The middle value, the smaller of the two middle ones for an even count (as `pick_lr`)."""
-    v = np.sort(np.asarray(values, dtype=float))
-    return float(v[(len(v) - 1) // 2]) if len(v) else math.nan
+    return float(stats.lower_median(values))
 
 
 def problem_table(data: Data, tier: str) -> pd.DataFrame:
@@ -184,7 +192,14 @@ def problem_table(data: Data, tier: str) -> pd.DataFrame:
     diverge); steps_median, seconds_median (to solve, over the solved seeds); cost (the lower
     median over all seeds of the steps to solve, unsolved = inf: what the ranking uses);
     metric, higher_is_better, baseline (the task's memoryless predictor), threshold (the
-    metric at which the task counts as solved).
+    metric at which the task counts as solved); edge (the pick lies at the grid's "low" or
+    "high" end: the best lr may lie beyond); seeds_from (the tier whose seeds these are,
+    `SEEDS`).
+
+    95 % intervals (`optbench.stats`): success_ci_low/high (Wilson), test_ci_low/high,
+    steps_ci_low/high and cost_ci_low/high (percentile bootstrap over seeds of the medians);
+    steps_by_seed, the steps to solve of each seed (inf unsolved, JSON), is what the
+    ranking's intervals resample.
     """
     at = at_picked_lr(data, tier)
     plan = data.members[data.members["tier"] == tier]
@@ -197,21 +212,37 @@ def problem_table(data: Data, tier: str) -> pd.DataFrame:
         ok = g[g["outcome"] != "diverged"]["test_metric"].astype(float)
         solved = g[g["outcome"] == "solved"]
         steps = np.where(g["outcome"] == "solved", g["steps_to_solve"].astype(float), np.inf)
+        solved_steps = solved["steps_to_solve"].astype(float)
         rows.append({
             "task": task_name, "length": length, "model": model, "hidden": hidden,
             "entrant": entrant, "lr": g["lr"].iloc[0], "lrs": g["lrs"].iloc[0],
+            "edge": g["edge"].iloc[0] if tier != "defaults" else "",
             **planned.loc[(task_name, length, model, hidden, entrant)].to_dict(),
+            "seeds_from": tier,
             "seeds": len(g), "solved": len(solved), "success": len(solved) / len(g),
             "diverged": int((g["outcome"] == "diverged").sum()),
             "test_median": ok.median(), "test_q25": ok.quantile(0.25),
             "test_q75": ok.quantile(0.75),
-            "steps_median": solved["steps_to_solve"].astype(float).median(),
+            "steps_median": solved_steps.median(),
             "seconds_median": solved["seconds_to_solve"].astype(float).median(),
             "cost": lower_median(steps),
             "metric": task.metric_name, "higher_is_better": task.higher_is_better,
             "baseline": task.baseline(length), "threshold": threshold(task, length),
+            **_intervals(len(solved), len(g), ok, solved_steps, steps),
+            "steps_by_seed": json.dumps([float(x) for x in steps]),
         })
     return data.ordered(pd.DataFrame(rows))
+
+
+def _intervals(solved: int, seeds: int, test, solved_steps, steps) -> dict:
+    """The 95 % interval columns of one `problem_table` row (see there)."""
+    out = {}
+    for name, (lo, hi) in (("success", stats.wilson(solved, seeds)),
+                           ("test", stats.median_interval(test)),
+                           ("steps", stats.median_interval(solved_steps)),
+                           ("cost", stats.median_interval(steps))):
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = lo, hi
+    return out
 
 
 def threshold(task, length: int) -> float | None:
@@ -270,7 +301,8 @@ def ranking(table: pd.DataFrame) -> pd.DataFrame:
     mean_rank: the mean over problems of the entrant's rank on that problem (1 = best; ties
     share the mean rank): solved entrants by cost, then the unsolved by median test metric,
     then those with no metric (every seed diverged, or no finished cell).
-    Sorted by score, then mean rank.
+    Sorted by score, then mean rank. score_ci_low/high: its 95 % interval
+    (`score_intervals`).
     """
     profile = performance_profile(table)
     area = np.clip(TAU_MAX - profile["ratio"], 0.0, None) / (TAU_MAX - 1)
@@ -286,8 +318,51 @@ def ranking(table: pd.DataFrame) -> pd.DataFrame:
     out = profile.assign(area=area).groupby("entrant", sort=False).agg(
         problems=("cost", "size"), solved=("cost", lambda c: int(np.isfinite(c).sum())),
         score=("area", "mean"), mean_rank=("rank", "mean")).reset_index()
+    if "steps_by_seed" in table:
+        out = out.merge(score_intervals(table), on="entrant", how="left")
     return out.sort_values(["score", "mean_rank"], ascending=[False, True],
                            kind="stable").reset_index(drop=True)
+
+
+def score_intervals(table: pd.DataFrame, resamples: int = stats.RESAMPLES) -> pd.DataFrame:
+    """95 % intervals of each entrant's performance-profile score (`ranking`), by a paired
+    percentile bootstrap over seeds: each resample draws seed positions with replacement,
+    the same positions for every (problem, entrant) with that many seeds (seed k fixes the
+    data stream and the initial weights of every entrant alike, so entrants are compared on
+    the same draws), recomputes each cost (lower median steps to solve, unsolved inf), the
+    ratios to the best on each problem and the scores. Columns entrant, score_ci_low,
+    score_ci_high."""
+    profile = performance_profile(table)
+    steps = profile.merge(table[PROBLEM + ["entrant", "steps_by_seed"]],
+                          on=PROBLEM + ["entrant"], how="left")
+    costs = np.empty((resamples, len(steps)))
+    for i, by_seed in enumerate(steps["steps_by_seed"]):
+        if not isinstance(by_seed, str):  # no finished cell: inf in every resample
+            costs[:, i] = math.inf
+            continue
+        v = np.asarray(json.loads(by_seed), dtype=float)
+        costs[:, i] = stats.lower_median(v[stats.resample_indices(len(v), resamples)], axis=1)
+    area = np.zeros_like(costs)
+    for _, idx in steps.groupby(PROBLEM, sort=False).indices.items():
+        c = costs[:, idx]
+        best = c.min(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(np.isfinite(best), c / best, math.inf)
+        area[:, idx] = np.clip(TAU_MAX - ratio, 0.0, None) / (TAU_MAX - 1)
+    rows = []
+    for entrant, idx in steps.groupby("entrant", sort=False).indices.items():
+        lo, hi = stats.percentile_interval(area[:, idx].mean(axis=1))
+        rows.append({"entrant": entrant, "score_ci_low": lo, "score_ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def separated_pairs(ranking: pd.DataFrame) -> list[tuple[str, str]]:
+    """Pairs (better, worse) of ranked entrants whose score intervals do not overlap: the
+    differences the report can call real at the seeds run."""
+    rows = list(ranking.itertuples(index=False))
+    return [(a.entrant, b.entrant) for i, a in enumerate(rows) for b in rows[i + 1:]
+            if stats.separated((a.score_ci_low, a.score_ci_high),
+                               (b.score_ci_low, b.score_ci_high))]
 
 
 def winners(table: pd.DataFrame) -> pd.DataFrame:
@@ -318,6 +393,72 @@ def _average_ranks(keys: pd.Series) -> pd.Series:
     for i, k in enumerate(sorted(keys), start=1):
         positions.setdefault(k, []).append(i)
     return keys.map(lambda k: float(np.mean(positions[k])))
+
+
+# -- horizons -------------------------------------------------------------------------------
+HORIZON_LINE = ["task", "model", "hidden", "entrant"]
+
+
+def horizon_table(data: Data) -> pd.DataFrame:
+    """Every length each (task, model, hidden, entrant) visited, as the run's plan judged it
+    (`optbench.plan.status` on the stored results): length, lr (the picked one), lrs (how many
+    compared), edge, seeds_from ("confirm", "tuned" or "defaults": whose seeds judged), seeds,
+    solved (how many of them), fraction, ci_low/ci_high (Wilson, 95 %), passed (the fraction
+    met `horizon.solved_fraction`; None while the length is unsettled) and search (whether the
+    task searches its length or runs fixed lengths)."""
+    from optbench import plan
+
+    cfg = data.config
+    finished = {r.key: {"outcome": r.outcome, "val_metric": r.val_metric,
+                        "steps_to_solve": r.steps_to_solve}
+                for r in data.cells[["key", "outcome", "val_metric", "steps_to_solve"]]
+                .itertuples(index=False)}
+    judged = "confirm" if cfg["confirm_seeds"] and "tuned" in cfg["tiers"] else \
+        "tuned" if "tuned" in cfg["tiers"] else "defaults"
+    rows = []
+    for r in plan.status(cfg, finished):
+        e = r["entrant"]
+        n = len(r["seeds"])
+        k = None if r["fraction"] is None else int(round(r["fraction"] * n))
+        lo, hi = stats.wilson(k, n) if k is not None else (math.nan, math.nan)
+        rows.append({
+            "task": r["task"], "model": r["model"], "hidden": r["hidden"],
+            "entrant": label(e["name"], variant(json.dumps(e["hparams"]))),
+            "length": r["length"], "lr": r["lr"], "lrs": len(r["lrs"]), "edge": r["edge"],
+            "seeds_from": judged, "seeds": n, "solved": k, "fraction": r["fraction"],
+            "ci_low": lo, "ci_high": hi, "passed": r["solved"],
+            "search": r["task"] in cfg["horizon"]["tasks"],
+        })
+    columns = HORIZON_LINE + ["length", "lr", "lrs", "edge", "seeds_from", "seeds", "solved",
+                              "fraction", "ci_low", "ci_high", "passed", "search"]
+    out = pd.DataFrame(rows, columns=columns)
+    rank = {"task": {t: i for i, t in enumerate(cfg["tasks"])},
+            "entrant": {e: i for i, e in enumerate(data.entrants)}}
+    return out.sort_values(HORIZON_LINE + ["length"], kind="stable",
+                           key=lambda c: c.map(rank[c.name]) if c.name in rank else c
+                           ).reset_index(drop=True)
+
+
+def horizons(table: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Per (task, model, hidden, entrant) of a searching task, from `horizon_table`: horizon
+    (the longest length passed; NaN if none), bound ("=" the search bracketed it, ">=" it
+    passed the search's max, "<" it failed the first length, "?" unsettled), first_failed
+    (the shortest length failed above the horizon), tried (lengths visited), settled."""
+    rows = []
+    for line, g in table[table["search"]].groupby(HORIZON_LINE, sort=False):
+        search = config["horizon"]["tasks"][line[0]]
+        passed = g.loc[g["passed"] == True, "length"]  # noqa: E712 - None means unsettled
+        failed = g.loc[g["passed"] == False, "length"]  # noqa: E712
+        settled = bool(g["passed"].notna().all())
+        horizon = float(passed.max()) if len(passed) else math.nan
+        above = failed[failed > (horizon if len(passed) else 0)]
+        bound = ("?" if not settled else "<" if not len(passed) else
+                 ">=" if horizon >= search["max"] else "=")
+        rows.append({**dict(zip(HORIZON_LINE, line)), "horizon": horizon, "bound": bound,
+                     "first_failed": float(above.min()) if len(above) else math.nan,
+                     "tried": len(g), "settled": settled})
+    return pd.DataFrame(rows, columns=HORIZON_LINE + ["horizon", "bound", "first_failed",
+                                                     "tried", "settled"])
 
 
 # -- figures' data --------------------------------------------------------------------------
