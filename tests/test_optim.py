@@ -207,7 +207,7 @@ def test_the_optimizers_have_torchs_defaults():
         "sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax", "lion")
     assert optim.create("adam").hparams == dict(
         lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-        decoupled_weight_decay=False)
+        decoupled_weight_decay=False, epsilon_hat=False)
     assert optim.create("adamw").hparams["weight_decay"] == 1e-2
     assert optim.create("adamw").hparams["decoupled_weight_decay"] is True
     assert optim.create("lion").hparams == dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)

@@ -24,6 +24,7 @@ def hparams(draw, name, weight_decay=True):
         h["betas"] = (draw(unit), draw(unit))
     if name in ("adam", "adamw"):
         h["amsgrad"] = draw(st.booleans())
+        h["epsilon_hat"] = draw(st.booleans())
     if name in ("adam", "nadam", "radam"):
         h["decoupled_weight_decay"] = draw(st.booleans())
     if name == "sgd":

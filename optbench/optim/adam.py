@@ -1,4 +1,5 @@
-r"""Adam and AdamW (torch.optim.Adam, torch.optim.AdamW), with the AMSGrad variant.
+r"""Adam and AdamW (torch.optim.Adam, torch.optim.AdamW), with the AMSGrad variant, and
+Keras's epsilon convention as an option.
 
 Adam: Kingma & Ba 2015, ICLR, arXiv:1412.6980, Algorithm 1. AMSGrad: Reddi, Kale & Kumar
 2018, ICLR, "On the Convergence of Adam and Beyond". AdamW: Loshchilov & Hutter 2019, ICLR,
@@ -13,6 +14,19 @@ With gradient g at step t = 1, 2, ..., learning rate gamma, weight decay lambda:
     v_t     = max(vmax_{t-1}, v_t) =: vmax_t              (amsgrad: the max over the raw v)
     theta  <- theta - gamma / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
 
+epsilon_hat=True: eps is the paper's "epsilon hat" (Kingma & Ba, end of section 2), added
+to sqrt(v) before v's bias correction, as Keras and TensorFlow do:
+
+    theta  <- theta - gamma * sqrt(1 - beta2^t) / (1 - beta1^t) * m_t / (sqrt(v_t) + eps)
+
+the same element rule with other host scalars (step size gamma sqrt(1 - beta2^t) /
+(1 - beta1^t), v's correction factor 1), so the kernels are shared. torch's eps equals
+this eps / sqrt(1 - beta2^t), so the two differ most in the first steps (at t = 1 the
+same eps counts 32 times more in Keras's form) and where sqrt(v) is as small as eps.
+With amsgrad, Keras (keras/src/optimizers/adam.py, Keras 3) also takes the max over the
+raw v and adds eps to its root, which is what this rule does. Keras's default epsilon
+is 1e-7.
+
 "adamw" is Adam with decoupled_weight_decay=True and weight_decay=1e-2 by default, as
 torch.optim.AdamW.
 
@@ -22,10 +36,9 @@ the 2-core dev machine: 17.2 -> 14.6 us at 2^16 params, 350 -> 214 us at 2^20), 
 rounding apart.
 
 Where others differ:
-- Keras: epsilon = 1e-7 by default and it is the paper's "epsilon hat":
-  theta <- theta - gamma*sqrt(1-beta2^t)/(1-beta1^t) * m / (sqrt(v) + eps), i.e. epsilon is
-  added before v's bias correction (torch's eps equals Keras's eps / sqrt(1 - beta2^t), so
-  early steps differ most). Keras's AMSGrad, like torch's, keeps the max of the raw v.
+- Keras: epsilon-hat (above) with epsilon = 1e-7 by default; beta1, beta2 and the bias
+  corrections in the variables' dtype (float32), where optbench computes the scalars in
+  double and rounds them once.
 - optax: epsilon outside the root of the bias-corrected v, like torch, plus eps_root inside
   it (default 0). optax.amsgrad keeps the max of the bias-corrected v (torch: of the raw v).
 - AdamW's default weight decay: torch 1e-2, optax 1e-4, Keras 0.004.
@@ -68,14 +81,22 @@ def reference(p, g, state, h):
         vmax = state["max_exp_avg_sq"]
         np.maximum(vmax, v, out=vmax)
         v = vmax
+    if h["epsilon_hat"]:
+        p -= lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (np.sqrt(v) + eps)
+        return
     denom = np.sqrt(v) * (1 / math.sqrt(1 - beta2**t)) + eps
     p -= lr / (1 - beta1**t) * m / denom
 
 
 def scalars(h, state):
+    """(step size, v's bias-correction factor): with epsilon_hat both corrections move into
+    the step size and the factor is 1, which the rule's product leaves exact."""
+    lr = h["lr"]
     beta1, beta2 = h["betas"]
     t = state.step
-    return (f32(h["lr"] / (1 - beta1**t)), f32(1 / math.sqrt(1 - beta2**t)))
+    if h["epsilon_hat"]:
+        return (f32(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)), f32(1.0))
+    return (f32(lr / (1 - beta1**t)), f32(1 / math.sqrt(1 - beta2**t)))
 
 
 def constants(h):
@@ -141,7 +162,7 @@ SPEC = Spec(
     torch="torch.optim.Adam",
     paper="Kingma & Ba 2015, ICLR (arXiv:1412.6980); Reddi et al. 2018, ICLR (amsgrad)",
     defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                  decoupled_weight_decay=False),
+                  decoupled_weight_decay=False, epsilon_hat=False),
     **_COMMON,
 )
 
@@ -149,7 +170,8 @@ SPEC_W = Spec(
     name="adamw",
     torch="torch.optim.AdamW",
     paper="Loshchilov & Hutter 2019, ICLR (arXiv:1711.05101)",
-    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False),
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                  epsilon_hat=False),
     fixed=dict(decoupled_weight_decay=True),
     **_COMMON,
 )

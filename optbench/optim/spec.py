@@ -93,7 +93,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "betas": _UNIT_OPEN,  # each of the pair
 }
 
-FLAGS = frozenset({"nesterov", "amsgrad", "centered", "decoupled_weight_decay"})
+FLAGS = frozenset({"nesterov", "amsgrad", "centered", "decoupled_weight_decay", "epsilon_hat"})
 
 
 def _real(optimizer: str, name: str, value, label: str | None = None) -> float:
