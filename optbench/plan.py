@@ -93,6 +93,46 @@ def horizon_lengths(config: dict, task: str) -> list[int] | None:
     return lengths
 
 
+def bound(config: dict) -> list[Cell]:
+    """The most cells the plan can ask for, whatever the results (for estimates of a run's
+    time): every line reaches its search's `max` and bisects below it as often as allowed,
+    and every grid gains `tuning.extend` points. The bisection lengths stand in for the
+    ones a run would visit, which lie below the max and so cost less."""
+    from optbench import tasks as registry
+
+    cells = []
+    for task in config["tasks"]:
+        lengths = horizon_lengths(config, task) or config["lengths"][task]
+        if task in config["horizon"]["tasks"] and len(lengths) > 1:
+            top = lengths[-2:]
+            for _ in range(config["horizon"]["bisect"]):
+                mid = int(round(math.sqrt(top[0] * top[1])))
+                if not top[0] < mid < top[1]:
+                    break
+                lengths.append(mid)
+                top = [mid, top[1]]
+        registry.get(task)  # an unknown task fails here, as in `plan`
+        for model in config["models"]:
+            for hidden in config["hidden"]:
+                for entrant in config["optimizers"]:
+                    line = _Line(config, {}, task, model, hidden, entrant, False)
+                    grid = list(entrant["lr_grid"])
+                    for _ in range(config["tuning"]["extend"]):
+                        more = _beyond(sorted(grid), "high") or _beyond(sorted(grid), "low")
+                        if more is not None:
+                            grid.append(more)
+                    lrs = [(lr, config["seeds"]) for lr in grid]
+                    if "defaults" in config["tiers"]:
+                        lrs.append((entrant["hparams"]["lr"], config["seeds"]))
+                    if "tuned" not in config["tiers"]:
+                        lrs = lrs[-1:]
+                    elif config["confirm_seeds"]:
+                        lrs.append((grid[0], config["confirm_seeds"]))
+                    for length in lengths:
+                        cells += [line.cell(length, s, lr) for lr, seeds in lrs for s in seeds]
+    return list({c.key: c for c in cells}.values())
+
+
 class _Line:
     """The cells of one (task, model, hidden, entrant), walked in order until a result is
     missing; `visited` records each length's state."""

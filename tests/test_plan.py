@@ -169,3 +169,18 @@ def test_bad_plans_are_refused_with_the_key(changes, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("{", r"\{").replace("}", r"\}")):
         mx.expand(cfg, source="test")
+
+
+@pytest.mark.parametrize("world", [
+    {"adam": (10_000, (1e-9, 1e9)), "sgd": (10_000, (1e-9, 1e9)), "rmsprop": (10_000, (1e-9, 1e9))},
+    WORLD,
+    {"adam": (0, (1, 2)), "sgd": (0, (1, 2)), "rmsprop": (0, (1, 2))},
+])
+def test_the_bound_costs_at_least_what_any_run_asks_for(world, monkeypatch):
+    """Cost taken as steps x length (a cell's time grows with its length): whatever the
+    results, the cells a run plans cost no more than plan.bound's."""
+    monkeypatch.setattr(__import__(__name__), "WORLD", world)
+    cfg = config()
+    members, _ = run_to_end(cfg)
+    ran = {c.key: c for c, _ in members}.values()
+    assert sum(c.length for c in ran) <= sum(c.length for c in P.bound(cfg))

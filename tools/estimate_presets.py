@@ -7,7 +7,8 @@ For every distinct (task, length, model, hidden, batch size) of a preset, one pr
 (Adam at its defaults) runs `--probe-steps` steps with two evaluations, in this process and
 with this process's threads; its training seconds per step and seconds per evaluation are
 then multiplied out over the preset's cells. The estimate is an upper bound for a serial
-run: it assumes every cell uses its whole step budget, while solved cells stop early (on
+run: it assumes every cell uses its whole step budget and, for a matrix planned in waves,
+the most cells any results can ask for (`optbench.plan.bound`), while solved cells stop early (on
 `quick` the bound was 4 min; the run took 2.5-2.7 min serially, 1.4 min on two workers).
 Compile time is left out (the probe warms up first). Run it with NUMBA_NUM_THREADS=1 to
 get the per-worker figure of `--workers N` on N cores: divide the bound by N.
@@ -23,7 +24,7 @@ from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from optbench import matrix  # noqa: E402
+from optbench import matrix, plan  # noqa: E402
 from optbench.cell import Cell  # noqa: E402
 from optbench.train import run_cell  # noqa: E402
 
@@ -61,14 +62,15 @@ def main(argv=None) -> int:
         m = matrix.from_preset(name)
         started = time.perf_counter()
         total = 0.0
-        for cell in m.cells:
+        cells = plan.bound(m.config) if m.adaptive else m.cells
+        for cell in cells:
             shape = (cell.task, cell.length, cell.model, cell.hidden, cell.batch_size)
             if shape not in cost:
                 cost[shape] = probe(shape, args.probe_steps)
             per_step, per_eval = cost[shape]
             total += cell.steps * per_step + (cell.steps // cell.eval_every + 1) * per_eval
-        shapes = len({(c.task, c.length, c.model, c.hidden, c.batch_size) for c in m.cells})
-        print(f"| {name} | {len(m.cells)} | {shapes} shapes, {time.perf_counter() - started:.0f} s"
+        shapes = len({(c.task, c.length, c.model, c.hidden, c.batch_size) for c in cells})
+        print(f"| {name} | {len(cells)} | {shapes} shapes, {time.perf_counter() - started:.0f} s"
               f" | {duration(total)} |", flush=True)
     return 0
 
