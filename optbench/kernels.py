@@ -29,11 +29,6 @@ DEFAULT_SIZES = (10, 14, 18, 22, 26)
 SIZE_RANGE = (4, 30)  # powers of two
 MIN_SAMPLE_S = 2e-3  # one timing sample runs the step at least this long
 
-TORCH_NAMES = {
-    "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
-    "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
-}
-
 
 SECTIONS = ("optimizers", "models", "batched", "all")
 DEFAULT_BATCH_MODELS = (1, 8, 64)
@@ -230,7 +225,7 @@ def _ours(name: str, backend: str, n: int, rng) -> Candidate:
 def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_param: int):
     """torch.optim's `mode` ("fused"/"foreach") step of optimizer `name`, or None if torch
     has no such step."""
-    cls = getattr(torch.optim, TORCH_NAMES.get(name, ""), None)
+    cls = torch_class(torch, name)
     if cls is None:
         return None
     p = torch.tensor(rng.standard_normal(n, dtype="float32"), device=device)
@@ -241,6 +236,16 @@ def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_para
         return None  # no such implementation of this optimizer (on this device)
     seconds = _torch_cuda_seconds(torch) if device == "cuda" else None
     return Candidate(f"torch-{mode}", opt.step, bytes_per_param, seconds)
+
+
+def torch_class(torch, name: str):
+    """The torch.optim class optimizer `name` reproduces (its spec's `torch` field), or None."""
+    from optbench import optim
+
+    path = optim.spec(name).torch
+    if not path.startswith("torch.optim."):
+        return None
+    return getattr(torch.optim, path.removeprefix("torch.optim."), None)
 
 
 def _import_torch():

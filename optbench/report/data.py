@@ -215,16 +215,9 @@ def problem_table(data: Data, tier: str) -> pd.DataFrame:
 
 
 def threshold(task, length: int) -> float | None:
-    """The metric value at which the task's own `solved` rule flips, found by bisection between
-    the memoryless baseline (unsolved) and a perfect score (0 for a loss, 1 for accuracy), so
-    the report never restates a task's rule. None if the rule is not monotone between them."""
-    lo, hi = task.baseline(length), 1.0 if task.higher_is_better else 0.0
-    if task.solved(lo, length) or not task.solved(hi, length):
-        return None
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if task.solved(mid, length) else (mid, hi)
-    return hi
+    """The metric value at which the task's own `solved` rule flips (`Task.threshold`; a
+    store's recorded value for a task described there), or None."""
+    return task.threshold(length)
 
 
 # -- ranking --------------------------------------------------------------------------------
