@@ -19,11 +19,14 @@ A cell in both tiers (the grid's centre is the default lr) is one cell: run and 
 Top-level keys (`KEYS`; defaults in brackets):
 
     name        matrix name recorded in the store            [file stem / preset name]
+    plugins     .py files (relative to the TOML file) and module names to load first:
+                their optimizers and tasks join the built-in ones (optbench.plugins) []
     tasks       list of task names (optbench.tasks.names())  required
     lengths     list of sequence lengths for every task, or a table task -> list   required
     models      list of model kinds (optbench.nn.names())    ["lstm"]
     hidden      list of hidden sizes                         [128]
     optimizers  list of names, or array of tables (below)    required
+                ("all", alone or in the list: every built-in optimizer)
     seeds       list of seeds, or n for seeds 0..n-1         [3]
     steps       step budget per cell, or a table task -> int [2000]
     batch_size  sequences per step                           [32]
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TIERS = ("defaults", "tuned")
-_DEFAULT = {f.name: f.default for f in fields(Cell) if f.name != "hparams"}
+_DEFAULT = {f.name: f.default for f in fields(Cell) if f.name not in ("hparams", "code")}
 KEYS = {
     "name": None,
     "tasks": None,
@@ -74,6 +77,7 @@ KEYS = {
     "init": _DEFAULT["init"],
     "tiers": list(TIERS),
     "tuning": {"lr_points": 5, "lr_decades": 2.0},
+    "plugins": [],
 }
 REQUIRED = ("tasks", "lengths", "optimizers")
 
@@ -82,8 +86,7 @@ REQUIRED = ("tasks", "lengths", "optimizers")
 # others are upper bounds from `tools/estimate_presets.py` (every cell using its whole
 # budget, one Numba thread; on `quick` the bound is 4 min): smoke seconds, seed 3 min,
 # standard 5.7 h, full 15 days (meant for a Dask cluster).
-_ALL_OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
-                   "lion"]
+ALL = "all"  # in `optimizers`: every built-in optimizer (optbench.optim.builtin_names())
 PRESETS: dict[str, dict] = {
     # Seconds: the mechanics end to end (tests, first contact).
     "smoke": dict(
@@ -102,7 +105,7 @@ PRESETS: dict[str, dict] = {
     "standard": dict(
         tasks=["adding", "temporal_order_4", "copy"],
         lengths={"adding": [50, 100, 200], "temporal_order_4": [50, 100], "copy": [10, 20]},
-        models=["lstm", "gru"], hidden=[64], optimizers=_ALL_OPTIMIZERS, seeds=3,
+        models=["lstm", "gru"], hidden=[64], optimizers=ALL, seeds=3,
         steps=3000, eval_every=100, tuning={"lr_points": 5, "lr_decades": 2.0},
     ),
     # Days: every task, model and optimizer, two widths, five seeds, a 7-point grid.
@@ -112,7 +115,7 @@ PRESETS: dict[str, dict] = {
         lengths={"adding": [50, 100, 200, 400], "copy": [10, 20, 50],
                  "temporal_order_4": [50, 100, 200], "temporal_order_8": [100, 200],
                  "digits": [64], "digits_permuted": [64]},
-        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=_ALL_OPTIMIZERS, seeds=5,
+        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=ALL, seeds=5,
         steps=5000, eval_every=100, tuning={"lr_points": 7, "lr_decades": 3.0},
     ),
     # The seed program's set-up: LSTM(128) + Dense(1), Adam lr 1e-3, MSE, batch 32, on the
@@ -168,15 +171,24 @@ def from_toml(path: str) -> Matrix:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path!r} is not valid TOML: {exc}") from None
     config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    return expand(config, source=f"config {path!r}")
+    return expand(config, source=f"config {path!r}",
+                  directory=os.path.dirname(os.path.abspath(path)))
 
 
-def expand(config: dict, source: str = "config") -> Matrix:
-    """Validate `config` (the keys in this module's docstring) and cross its axes into cells."""
+def expand(config: dict, source: str = "config", directory: str | None = None) -> Matrix:
+    """Validate `config` (the keys in this module's docstring) and cross its axes into cells.
+    Its `plugins` are loaded first (file paths relative to `directory`, else to the working
+    directory), so their optimizers and tasks are known to the checks."""
+    from optbench import plugins
+
     c = _Checker(source)
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         c.fail(unknown[0], f"unknown key; allowed: {', '.join(KEYS)}")
+    try:
+        plugins.load_all(config.get("plugins"), directory)
+    except UsageError as exc:
+        c.fail("plugins", str(exc))
     for key in REQUIRED:
         if key not in config:
             c.fail(key, "missing (required)")
@@ -196,13 +208,15 @@ def expand(config: dict, source: str = "config") -> Matrix:
                             clip_value=norm["clip_value"], init=norm["init"],
                         )
                         for opt in norm["optimizers"]:
+                            code = plugins.code_key(opt["name"], task)
                             for tier, lrs in (("defaults", [opt["hparams"]["lr"]]),
                                               ("tuned", opt["lr_grid"])):
                                 if tier not in norm["tiers"]:
                                     continue
                                 for lr in lrs:
                                     hp = {**opt["hparams"], "lr": lr}
-                                    cell = Cell(optimizer=opt["name"], hparams=hp, **base)
+                                    cell = Cell(optimizer=opt["name"], hparams=hp, code=code,
+                                                **base)
                                     members.append((cell, tier))
     return Matrix(norm["name"], norm, tuple(members))
 
@@ -291,6 +305,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     decades = c.positive("tuning.lr_decades", tuning["lr_decades"])
     return {
         "name": name,
+        "plugins": list(cfg["plugins"] or []),
         "tasks": task_names,
         "lengths": lengths,
         "models": c.list_("models", cfg["models"], lambda k, v: c.choice(k, v, nn.names())),
@@ -310,6 +325,11 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
 
 def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[dict]:
     """Each entry as {"name", "hparams" (every hyper-parameter, lr included), "lr_grid"}."""
+    if raw == ALL:
+        raw = [ALL]
+    if isinstance(raw, list) and ALL in raw:
+        at = raw.index(ALL)
+        raw = raw[:at] + list(optim.builtin_names()) + raw[at + 1:]
     out = []
     for i, entry in enumerate(c.list_("optimizers", raw)):
         key = f"optimizers[{i}]"

@@ -129,7 +129,7 @@ def _load_text(plugin: Plugin, path: str | None = None) -> Plugin:
     try:
         with _importing(plugin.origin):
             code = compile(plugin.source, module.__file__, "exec")
-            exec(code, module.__dict__)
+            exec(code, module.__dict__)  # noqa: S102 - the user's own plugin file
             _registered_something(plugin)
     except UsageError:
         del sys.modules[plugin.module]
@@ -163,7 +163,7 @@ def _load_module(plugin: Plugin) -> Plugin:
         raise UsageError(f"plugin {plugin.ref!r} failed to import: {_one_line(exc)}") from None
     except (KeyboardInterrupt, SystemExit):
         raise
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - whatever the user's module raises: one line
         raise UsageError(f"plugin {plugin.ref!r} failed to import: {_one_line(exc)}") from None
     LOADED[plugin.module] = plugin
     return plugin
@@ -195,13 +195,17 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}"
 
 
-def load_all(refs, base: str | None = None, what: str = "plugins") -> list[Plugin]:
-    """Load each of `refs` (a list of strings); UsageError naming `what` otherwise."""
+def load_all(refs, base: str | None = None, what: str | None = None) -> list[Plugin]:
+    """Load each of `refs` (a list of strings); a UsageError is prefixed with `what` (the
+    option or key that named them)."""
     if refs is None:
         return []
-    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-        raise UsageError(f"{what} must be a list of .py files and module names; got {refs!r}")
-    return [load(ref, base) for ref in refs]
+    try:
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            raise UsageError(f"must be a list of .py files and module names; got {refs!r}")
+        return [load(ref, base) for ref in refs]
+    except UsageError as exc:
+        raise UsageError(f"{what}: {exc}" if what else str(exc)) from None
 
 
 def load_entry_points() -> None:
@@ -221,7 +225,7 @@ def load_entry_points() -> None:
             raise
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - whatever the entry point raises
             raise UsageError(f"plugin {origin} (group {GROUP}) failed to load: "
                              f"{_one_line(exc)}") from None
 

@@ -49,8 +49,9 @@ FILENAME = "optbench.sqlite"
 # Bump when a table changes shape; a store with another schema is refused with one line.
 SCHEMA = 1
 
-# Cell fields that become plain columns (hparams stays JSON; its lr gets a column of its own).
-_CONFIG = [f.name for f in fields(Cell) if f.name != "hparams"]
+# Cell fields that become plain columns (hparams stays JSON; its lr gets a column of its own;
+# a plugin cell's code hash is in config_json only).
+_CONFIG = [f.name for f in fields(Cell) if f.name not in ("hparams", "code")]
 _FIGURES = [
     "outcome", "steps_run", "steps_to_solve", "seconds_to_solve", "diverged_step",
     "val_loss", "val_metric", "test_loss", "test_metric",

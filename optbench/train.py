@@ -96,6 +96,13 @@ def _check(cell: Cell) -> tuple[Task, int]:
         raise UsageError(f"cell.hparams must be a dict such as {{'lr': 0.001}}; "
                          f"got {cell.hparams!r}")
     task.train_rng(cell.seed)  # validates the seed
+    from optbench.plugins import code_key
+
+    if code_key(cell.optimizer, cell.task) != cell.code:
+        raise UsageError(
+            f"cell {cell.key} ({cell.optimizer} on {cell.task}) was planned with plugin code "
+            f"{cell.code}, but this process has {code_key(cell.optimizer, cell.task)}: load "
+            "the same version of the plugin everywhere the matrix runs")
     return task, length
 
 

@@ -119,7 +119,7 @@ def register(factory=None, *, name: str | None = None, origin: str | None = None
     except Exception as exc:  # noqa: BLE001 - whatever the user's factory raises: one line
         raise UsageError(f"task {name!r} (from {where}): building it failed: "
                          f"{type(exc).__name__}: {exc}") from None
-    problem = _contract(task, name)
+    problem = contract_problem(task, name)
     if problem:
         raise UsageError(f"task {name!r} (from {where}): {problem}")
     key = sources.key(factory)
@@ -141,7 +141,7 @@ def unregister(name: str) -> None:
         table.pop(name, None)
 
 
-def _contract(task, name: str) -> str | None:
+def contract_problem(task, name: str) -> str | None:
     """What is wrong with `task` as a Task, or None: the attributes the training loop and
     the report read, and the methods a subclass must write."""
     if not isinstance(task, Task):
