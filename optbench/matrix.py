@@ -410,7 +410,8 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
     stops a run at its first evaluation past the threshold, so every solved run ends just
     past it. Where nothing solves, the rule is DeepOBS's. With an even number of seeds the
     median is the lower of the two middle scores. `higher_is_better` maps task -> bool
-    (default: the task registry's `higher_is_better`).
+    (default: the frame's `higher_is_better` column, which `optbench.load` takes from the
+    store's task descriptions, else the task registry's `higher_is_better`).
 
     Returns one row per group: the GROUP columns, `lr`, then over the seeds at that lr:
     `seeds`, `solved`, `diverged` (counts), `steps_median` (median steps to solve of the
@@ -420,12 +421,17 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
     import numpy as np
     import pandas as pd
 
-    if higher_is_better is None:
+    if higher_is_better is not None:
+        better = cells["task"].map(higher_is_better)
+    elif "higher_is_better" in cells and cells["higher_is_better"].notna().all():
+        better = cells["higher_is_better"]
+    else:
         from optbench import tasks
 
-        higher_is_better = {t: tasks.get(t).higher_is_better for t in cells["task"].unique()}
-    df = cells.assign(variant=[_variant(h) for h in cells["hparams_json"]])
-    sign = np.where(df["task"].map(higher_is_better).astype(bool), -1.0, 1.0)
+        better = cells["task"].map(
+            {t: tasks.get(t).higher_is_better for t in cells["task"].unique()})
+    df = cells.assign(variant=[variant(h) for h in cells["hparams_json"]])
+    sign = np.where(better.astype(bool), -1.0, 1.0)
     loss = sign * df["val_metric"].astype(float)
     df["score"] = [
         (2, 0.0) if outcome == "diverged" or np.isnan(v) else
@@ -451,16 +457,22 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
         "lr", "seeds", "solved", "diverged", "steps_median", "val_median", "test_median", "lrs"])
 
 
-def label(optimizer: str, variant: str) -> str:
+def label(optimizer: str, variant: str, defaults: dict | None = None) -> str:
     """'sgd(momentum=0.9)': the optimizer and those of its hyper-parameters, lr aside, that
-    differ from its defaults (`variant` is `pick_lr`'s column of that name)."""
-    defaults = json.loads(json.dumps(optimizer_defaults(optimizer)))
+    differ from its defaults (`variant` is `pick_lr`'s column of that name; `defaults` the
+    optimizer's, default: from its spec; a store's description has them too)."""
+    if defaults is None:
+        defaults = optimizer_defaults(optimizer)
+    defaults = json.loads(json.dumps(defaults))
     changed = {k: v for k, v in json.loads(variant).items() if defaults.get(k) != v}
     return optimizer + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
-def _variant(hparams_json: str) -> str:
+def variant(hparams_json: str) -> str:
     """The hyper-parameters other than lr, as canonical JSON: what tells variants apart."""
     hp = json.loads(hparams_json)
     hp.pop("lr", None)
     return json.dumps(hp, sort_keys=True)
+
+
+_variant = variant  # the name report code used before it was public

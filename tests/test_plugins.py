@@ -324,3 +324,42 @@ def test_an_entry_point_plugin_loads_in_a_fresh_process(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["adabelief", "entry", "point", "adabelief", "=",
                                   "optbench_adabelief"]
+
+
+# -- the self-describing store -----------------------------------------------------------------
+def _tiny(name, lengths, optimizers=("adam",)):
+    return mx.expand(dict(name=name, tasks=["adding"], lengths=lengths, hidden=[4],
+                          optimizers=list(optimizers), seeds=1, steps=20, eval_every=10,
+                          tiers=["defaults"]))
+
+
+def test_the_store_describes_its_optimizers_and_tasks_and_merges_lengths(tmp_path):
+    import sqlite3
+
+    from helpers import run_cell as fake_run_cell
+
+    from optbench import runner
+    from optbench.store import Store, load
+
+    with Store.open(str(tmp_path)) as store:
+        runner.execute(_tiny("a", [6]), store, runner.Serial(), fn=fake_run_cell)
+        runner.execute(_tiny("b", [9], ["sgd"]), store, runner.Serial(), fn=fake_run_cell)
+    r = load(str(tmp_path))
+    assert r.optimizers["adam"]["defaults"]["betas"] == [0.9, 0.999]
+    assert r.optimizers["sgd"]["origin"] == "built-in" and r.optimizers["sgd"]["source"] == ""
+    adding = r.tasks["adding"]
+    assert (adding["metric_name"], adding["higher_is_better"]) == ("mse", False)
+    assert sorted(adding["lengths"]) == ["6", "9"]  # both matrices' lengths
+    assert adding["lengths"]["6"] == {"baseline": 1 / 6, "baseline_loss": 1 / 6,
+                                      "threshold": pytest.approx(0.01), "steps": 6}
+    assert r.catalog.task("adding", [6]).solved(0.009, 6)
+    assert list(r.cells["higher_is_better"].unique()) == [False]
+
+    # A store written before the descriptions: the live registries stand in.
+    with sqlite3.connect(tmp_path / "optbench.sqlite") as conn:
+        conn.execute("DROP TABLE optimizers")
+        conn.execute("DROP TABLE tasks")
+    old = load(str(tmp_path))
+    assert old.optimizers == {} and "higher_is_better" not in old.cells
+    assert mx.pick_lr(old.tier("defaults")).equals(mx.pick_lr(r.tier("defaults")))
+    assert old.catalog.task("adding", [6]).threshold(6) == pytest.approx(0.01)
