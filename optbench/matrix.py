@@ -42,6 +42,9 @@ An `[[optimizers]]` table has `name`, optionally `lr` (the centre of its grid an
 "defaults" cell), `lr_grid` (an explicit list of learning rates instead of the log-spaced
 grid), and any of the optimizer's hyper-parameters by their torch.optim names. The same
 name may appear twice with different hyper-parameters (e.g. SGD with and without momentum).
+Instead of `name`, `torch = "torch.optim.ASGD"` (or "some_package.module:Class") makes any
+torch optimizer class a contestant, its other keys the class's keyword arguments
+(`optbench.optim.torch_adapter`; needs torch).
 """
 
 from __future__ import annotations
@@ -336,6 +339,16 @@ def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[di
         entry = {"name": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict):
             c.fail(key, f"must be an optimizer name or a table with a name; got {entry!r}")
+        if "torch" in entry:  # any torch.optim class, through optbench.optim.torch_adapter
+            if "name" in entry:
+                c.fail(key, "give `name` (an optbench optimizer) or `torch` (a class), not both")
+            from optbench.optim import torch_adapter
+
+            try:
+                name = torch_adapter.register(entry["torch"])
+            except UsageError as exc:
+                c.fail(f"{key}.torch", str(exc))
+            entry = {"name": name, **{k: v for k, v in entry.items() if k != "torch"}}
         name = c.choice(f"{key}.name", entry.get("name"), optim.names())
         defaults = optimizer_defaults(name)
         given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid")}

@@ -98,6 +98,8 @@ def main() -> int:
         if only is not None and name not in only:
             continue
         spec = optim.spec(name)
+        if hasattr(spec, "kwargs"):  # a torch class: no kernel
+            continue
         for hparams in spec.cases:
             h = optim.create(name, backend="numpy", **hparams).hparams
             lay = contract.layout(spec, h)

@@ -82,6 +82,10 @@ def create(name: str, backend: str = "cpu", **hparams) -> Optimizer:
     s = spec(name)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if hasattr(s, "kwargs"):  # a torch optimizer class (optim.torch_adapter)
+        from optbench.optim.torch_adapter import TorchOptimizer
+
+        return TorchOptimizer(s, s.validate(hparams), backend)
     return Optimizer(s, *batch.per_model(s, hparams), backend)
 
 

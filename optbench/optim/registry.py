@@ -41,14 +41,19 @@ def builtin_names() -> tuple[str, ...]:
 
 
 def spec(name: str) -> Spec:
-    """The spec of optimizer `name` (its defaults, paper, and `doc` with the update rule)."""
+    """The spec of optimizer `name` (its defaults, paper, and `doc` with the update rule).
+    A torch optimizer class named by its path ("torch.optim.ASGD", "pkg.module:Class")
+    registers itself on first use (`optbench.optim.torch_adapter`), in any process."""
     _entry_points()
     try:
         return SPECS[name]
     except (KeyError, TypeError):
-        raise UsageError(
-            f"unknown optimizer {name!r}; choose one of: {', '.join(SPECS)}"
-        ) from None
+        pass
+    if isinstance(name, str) and (name.startswith("torch.") or ":" in name):
+        from optbench.optim import torch_adapter
+
+        return SPECS[torch_adapter.register(name)]
+    raise UsageError(f"unknown optimizer {name!r}; choose one of: {', '.join(SPECS)}")
 
 
 def origin(name: str) -> str:
@@ -62,6 +67,8 @@ def source_key(name: str) -> str:
     s = spec(name)
     if ORIGINS[name] == "built-in":
         return ""
+    if hasattr(s, "code_key"):  # a torch optimizer: torch's version and its module's source
+        return s.code_key()
     if name not in _SOURCE_KEYS:
         from optbench import sources
 
@@ -92,6 +99,16 @@ def register(s: Spec, *, origin: str | None = None) -> Spec:
     ORIGINS[s.name] = where
     _SOURCE_KEYS[s.name] = key
     return s
+
+
+def add_external(s: Spec, *, origin: str) -> None:
+    """Register a spec that steps without an element rule (a torch optimizer): the name
+    checks only."""
+    if s.name in SPECS:
+        raise UsageError(f"optimizer {s.name!r} ({origin}) is already registered from "
+                         f"{ORIGINS[s.name]}")
+    SPECS[s.name] = s
+    ORIGINS[s.name] = origin
 
 
 def unregister(name: str) -> None:
