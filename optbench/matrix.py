@@ -35,12 +35,16 @@ Top-level keys (`KEYS`; defaults in brackets):
     clip_value  element-wise clipping threshold; false = off [false]
     init        model init: "default" or "chrono"            ["default"]
     tiers       which tiers to run: "defaults", "tuned"      [both]
+    schedule    the learning-rate schedule of every optimizer that sets none: "constant",
+                "warmup", "cosine", "step", or a table with its parameters (optbench.schedules)
+                ["constant"]
     [tuning]    lr_points (grid size, odd keeps the default in the grid) [5]
                 lr_decades (the grid spans this many decades around the default) [2]
 
 An `[[optimizers]]` table has `name`, optionally `lr` (the centre of its grid and its
 "defaults" cell), `lr_grid` (an explicit list of learning rates instead of the log-spaced
-grid), and any of the optimizer's hyper-parameters by their torch.optim names. The same
+grid), `schedule` (its learning-rate schedule, as the top-level key), and any of the
+optimizer's hyper-parameters by their torch.optim names. The same
 name may appear twice with different hyper-parameters (e.g. SGD with and without momentum).
 Instead of `name`, `torch = "torch.optim.ASGD"` (or "some_package.module:Class") makes any
 torch optimizer class a contestant, its other keys the class's keyword arguments
@@ -81,6 +85,7 @@ KEYS = {
     "tiers": list(TIERS),
     "tuning": {"lr_points": 5, "lr_decades": 2.0},
     "plugins": [],
+    "schedule": None,
 }
 REQUIRED = ("tasks", "lengths", "optimizers")
 
@@ -306,6 +311,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     tuning = {**KEYS["tuning"], **tuning}
     points = c.int_("tuning.lr_points", tuning["lr_points"])
     decades = c.positive("tuning.lr_decades", tuning["lr_decades"])
+    schedule = _schedule(cfg["schedule"], "schedule", c, min(steps.values()))
     return {
         "name": name,
         "plugins": list(cfg["plugins"] or []),
@@ -313,7 +319,8 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
         "lengths": lengths,
         "models": c.list_("models", cfg["models"], lambda k, v: c.choice(k, v, nn.names())),
         "hidden": c.list_("hidden", cfg["hidden"], c.int_),
-        "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades),
+        "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades, schedule,
+                                  min(steps.values())),
         "seeds": seeds,
         "steps": steps,
         "batch_size": c.int_("batch_size", cfg["batch_size"]),
@@ -323,11 +330,25 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
         "init": c.choice("init", cfg["init"], nn.INITS),
         "tiers": tiers,
         "tuning": {"lr_points": points, "lr_decades": decades},
+        "schedule": schedule,
     }
 
 
-def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[dict]:
-    """Each entry as {"name", "hparams" (every hyper-parameter, lr included), "lr_grid"}."""
+def _schedule(value, key: str, c: _Checker, steps: int) -> dict | None:
+    from optbench import schedules
+
+    try:
+        out = schedules.normalise(value, key)
+        schedules.check_budget(out, steps, key)
+    except UsageError as exc:
+        c.fail(key, str(exc).removeprefix(f"{key}: "))
+    return out
+
+
+def _optimizers(raw, c: _Checker, optim, points: int, decades: float, schedule=None,
+                steps: int = 1) -> list[dict]:
+    """Each entry as {"name", "hparams" (every hyper-parameter, lr included, and `schedule`
+    when the lr follows one), "lr_grid"}."""
     if raw == ALL:
         raw = [ALL]
     if isinstance(raw, list) and ALL in raw:
@@ -351,17 +372,21 @@ def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[di
             entry = {"name": name, **{k: v for k, v in entry.items() if k != "torch"}}
         name = c.choice(f"{key}.name", entry.get("name"), optim.names())
         defaults = optimizer_defaults(name)
-        given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid")}
+        given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid", "schedule")}
         for k in given:
             if k not in defaults:
                 c.fail(f"{key}.{k}", f"not a hyper-parameter of {name}; allowed: "
-                       f"{', '.join([*defaults, 'lr_grid'])}")
+                       f"{', '.join([*defaults, 'lr_grid', 'schedule'])}")
         hparams = json.loads(json.dumps({k: _like(v, given.get(k, v)) for k, v in defaults.items()}))
         try:
             optim.create(name, backend="numpy", **hparams)
         except UsageError as exc:
             c.fail(key, str(exc))
         lr = c.positive(f"{key}.lr", hparams["lr"])
+        sched = (_schedule(entry["schedule"], f"{key}.schedule", c, steps)
+                 if "schedule" in entry else schedule)
+        if sched is not None:
+            hparams["schedule"] = sched
         grid = entry.get("lr_grid")
         grid = lr_grid(lr, points, decades) if grid is None else c.list_(
             f"{key}.lr_grid", grid, c.positive)
@@ -476,8 +501,11 @@ def label(optimizer: str, variant: str, defaults: dict | None = None) -> str:
     optimizer's, default: from its spec; a store's description has them too)."""
     if defaults is None:
         defaults = optimizer_defaults(optimizer)
+    from optbench.schedules import describe
+
     defaults = json.loads(json.dumps(defaults))
-    changed = {k: v for k, v in json.loads(variant).items() if defaults.get(k) != v}
+    changed = {k: describe(v) if k == "schedule" else v
+               for k, v in json.loads(variant).items() if defaults.get(k) != v}
     return optimizer + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
