@@ -46,6 +46,8 @@ def configure(parser) -> None:
                         "training step, with an empty Numba cache (compiling), then warm")
     parser.add_argument("--optimizers", default=None,
                         help="comma-separated names (default: all)")
+    parser.add_argument("--plugin", metavar="FILE_OR_MODULE", action="append", default=[],
+                        help="load a plugin's optimizers first, to time them too (repeatable)")
     parser.add_argument("--backends", default=None,
                         help="comma-separated: numpy, cpu, cuda (default: cpu, plus cuda on a GPU)")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
@@ -73,10 +75,12 @@ def configure(parser) -> None:
 
 def _parse(args):
     """Check every option before any work starts; return (optimizers, backends, sizes)."""
-    from optbench import optim
+    from optbench import optim, plugins
     from optbench.errors import UsageError
 
-    names = optim.names() if args.optimizers is None else tuple(
+    plugins.load_all(getattr(args, "plugin", []), what="--plugin")
+    kernels = tuple(n for n in optim.names() if not hasattr(optim.spec(n), "kwargs"))
+    names = kernels if args.optimizers is None else tuple(
         s.strip() for s in args.optimizers.split(",") if s.strip())
     for name in names:
         optim.spec(name)  # UsageError listing the names

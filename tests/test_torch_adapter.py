@@ -36,14 +36,15 @@ from optbench.train import run_cell  # noqa: E402
 DATA = np.load(FIXTURES / "optim_golden.npz")
 
 
+POINTERS = []
+
+
 class RecordingSGD(torch.optim.SGD):
     """SGD that records where its parameter's and gradient's memory is."""
 
-    pointers: list = []
-
     def step(self, closure=None):
         p = self.param_groups[0]["params"][0]
-        RecordingSGD.pointers.append((p.data_ptr(), p.grad.data_ptr()))
+        POINTERS.append((p.data_ptr(), p.grad.data_ptr()))
         return super().step(closure)
 
 
@@ -89,7 +90,7 @@ def test_torch_adam_through_the_adapter_reproduces_the_builtin_adams_cell():
 
 
 def test_params_and_grads_are_shared_with_torch_without_copies():
-    RecordingSGD.pointers.clear()
+    POINTERS.clear()
     opt = optim.create("test_torch_adapter:RecordingSGD", lr=0.5)
     assert optim.origin("test_torch_adapter:RecordingSGD").startswith("torch adapter")
     p = np.ones(8, np.float32)
@@ -97,7 +98,7 @@ def test_params_and_grads_are_shared_with_torch_without_copies():
     state = opt.init(p)
     opt.step(p, g, state)
     np.testing.assert_array_equal(p, np.zeros(8, np.float32))  # 1 - 0.5 * 2, in place
-    assert RecordingSGD.pointers == [(p.ctypes.data, g.ctypes.data)]
+    assert POINTERS == [(p.ctypes.data, g.ctypes.data)]
     opt.step(p, g, state, lr=0.25)  # a schedule's lr for this step only
     np.testing.assert_array_equal(p, np.full(8, -0.5, np.float32))
     with pytest.raises(UsageError, match="params must be the vector this state was made for"):
