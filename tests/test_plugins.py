@@ -242,16 +242,33 @@ lr_points = 1
 """
 
 
+BAD_PLUGINS = {
+    "import_error.py": "import numpy\nraise RuntimeError('boom')\n",
+    "array_form.py": ADABELIEF.replace(
+        "def rule(param, grad, exp_avg, exp_avg_var, step_size, inv_bc2_sqrt, one_m_beta1, beta2,\n"
+        "         one_m_beta2, eps):", "def rule(i, p, g, s, h):"),
+    "builtin_name.py": ADABELIEF.replace('name="adabelief"', 'name="adam"'),
+    "float64.py": ADABELIEF.replace("m = exp_avg + one_m_beta1", "m = 1.0 * exp_avg + one_m_beta1"),
+}
+
+
 @pytest.mark.parametrize("plugin,message", [
-    ('"missing.py"', "plugins: plugin 'missing.py': no such file"),
-    ('"bad.py"', "rule rule(param, grad, exp_avg, exp_avg_var, step_size, inv_bc2_sqrt, "
-                 "one_m_beta1, beta2, one_m_beta2, eps) returns UniTuple(float64 x 3)"),
+    ("missing.py", "plugins: plugin 'missing.py': no such file"),
+    ("import_error.py", "plugins: plugin 'import_error.py' failed to import: RuntimeError: boom"),
+    ("array_form.py", "rule rule(i, p, g, s, h): parameter 'g' is neither a state slot"),
+    ("builtin_name.py", "optimizer 'adam' (from plugin builtin_name.py) has the name of a "
+                        "built-in optimizer"),
+    ("float64.py", "rule rule(param, grad, exp_avg, exp_avg_var, step_size, inv_bc2_sqrt, "
+                   "one_m_beta1, beta2, one_m_beta2, eps) returns UniTuple(float64 x 3)"),
 ])
 def test_the_run_command_refuses_a_bad_plugin_with_exit_2_before_any_cell(
         registries, tmp_path, capsys, plugin, message):
-    write(tmp_path / "bad.py", ADABELIEF.replace("m = exp_avg + one_m_beta1",
-                                                 "m = 1.0 * exp_avg + one_m_beta1"))
-    config = write(tmp_path / "mine.toml", PLUGIN_TOML.format(plugins=plugin))
+    """Every kind of bad plugin through the CLI: one line, exit status 2, no store made. (A
+    rule cannot write out of bounds: it gets values, not arrays; one written against the
+    arrays is refused by its signature.)"""
+    for name, text in BAD_PLUGINS.items():
+        write(tmp_path / name, text)
+    config = write(tmp_path / "mine.toml", PLUGIN_TOML.format(plugins=f'"{plugin}"'))
     assert main(["run", "--config", config, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("optbench run: error: ") and message in err and "\n" not in err

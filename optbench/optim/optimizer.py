@@ -201,7 +201,7 @@ class Optimizer:
         self._check_fit(state, state.size, n)
         hparams, constants = self.hparams, self._constants
         if lr is not None:
-            hparams = {**hparams, "lr": _learning_rate(lr, self.name)}
+            hparams = {**hparams, "lr": learning_rate(lr, self.name)}
             constants = self._constants_of(self.spec.constant_values(hparams))
         state.step += 1
         if self.backend == "numpy":
@@ -271,7 +271,7 @@ class Optimizer:
         constants = state.constants
         if lr is not None:
             rates = np.broadcast_to(np.asarray(lr, dtype=float), (shape[0],))
-            models = tuple({**m, "lr": _learning_rate(x, self.name)} for m, x in
+            models = tuple({**m, "lr": learning_rate(x, self.name)} for m, x in
                            zip(models, rates.tolist()))
             constants = np.array([self._constants_of(self.spec.constant_values(m))
                                   for m in models], F32).reshape(shape[0], -1)
@@ -304,7 +304,7 @@ class Optimizer:
         run(*args)
 
 
-def _learning_rate(lr, optimizer: str) -> float:
+def learning_rate(lr, optimizer: str) -> float:
     """A step's learning rate, checked as the hyper-parameter is."""
     import math
 

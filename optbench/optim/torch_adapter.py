@@ -214,7 +214,7 @@ class TorchOptimizer:
     def step(self, params, grads, state: TorchState, lr=None) -> None:
         """torch's step of `params` from `grads`, in place; `lr` this step's learning rate
         (a schedule's) instead of hparams["lr"]."""
-        from optbench.optim.optimizer import _learning_rate, vector_size
+        from optbench.optim.optimizer import learning_rate, vector_size
 
         if not isinstance(state, TorchState):
             raise UsageError(f"state does not belong to this {self.name} optimizer; make it "
@@ -234,7 +234,7 @@ class TorchOptimizer:
                 warnings.simplefilter("ignore", UserWarning)
                 state.tensor.grad = self._torch.from_numpy(grads)
         if lr is not None:
-            rate = _learning_rate(lr, self.name)
+            rate = learning_rate(lr, self.name)
             for group in state.torch_optimizer.param_groups:
                 group["lr"] = rate
         state.torch_optimizer.step()
