@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import inspect
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -112,11 +112,11 @@ class Layout:
              scalars + constants, in this order.
     """
 
-    name: str
-    params: tuple[str, ...]
-    slots: tuple[str, ...]
-    scalars: tuple[str, ...]
-    constants: tuple[str, ...]
+    name: str = field(compare=False)  # for messages: specs that share a rule share kernels
+    params: tuple[str, ...] = ()
+    slots: tuple[str, ...] = ()
+    scalars: tuple[str, ...] = ()
+    constants: tuple[str, ...] = ()
 
     @property
     def h_names(self) -> tuple[str, ...]:
