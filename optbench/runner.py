@@ -14,7 +14,8 @@ Results` in completion order):
 - `Dask(address=...)` or `Dask(local_workers=n)`: a Dask distributed cluster; `local_workers`
   starts a LocalCluster of n single-threaded worker processes with `cores // n` Numba/BLAS
   threads each. Workers of a remote cluster need optbench installed, and their thread
-  counts are theirs to set (NUMBA_NUM_THREADS). A worker that dies mid-cell costs that
+  counts are theirs to set (NUMBA_NUM_THREADS); plugins loaded here travel with the cells
+  (`optbench.plugins.shipped`). A worker that dies mid-cell costs that
   cell's time only: the scheduler reruns it elsewhere (up to Dask's
   `distributed.scheduler.allowed-failures` times, then `WorkerLost`).
 
@@ -229,7 +230,9 @@ def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
         todo = [cell for cell in matrix.cells if cell.key not in finished]
         if progress is not None:
             progress.start(total=len(matrix.cells), done=len(matrix.cells) - len(todo))
-        results = executor.run(fn, todo)
+        from optbench.plugins import shipped
+
+        results = executor.run(shipped(fn), todo)  # workers load this process's plugins
         try:
             for result in results:
                 with _sigint_deferred():
