@@ -20,12 +20,15 @@ A cell in two tiers (the grid's centre is the default lr) is one cell: run and s
 Top-level keys (`KEYS`; defaults in brackets):
 
     name        matrix name recorded in the store            [file stem / preset name]
+    plugins     .py files (relative to the TOML file) and module names to load first:
+                their optimizers and tasks join the built-in ones (optbench.plugins) []
     tasks       list of task names (optbench.tasks.names())  required
     lengths     list of sequence lengths for every task, or a table task -> list;
                 required for each task without a [horizon] search
     models      list of model kinds (optbench.nn.names())    ["lstm"]
     hidden      list of hidden sizes                         [128]
     optimizers  list of names, or array of tables (below)    required
+                ("all", alone or in the list: every built-in optimizer)
     seeds       tuning seeds: a list, or n for seeds 0..n-1  [3]
     confirm_seeds  fresh seeds the tuned lr is rerun on: a list, or n for seeds
                 1000..1000+n-1; 0 = off (figures then come from the tuning seeds)  [0]
@@ -36,6 +39,9 @@ Top-level keys (`KEYS`; defaults in brackets):
     clip_value  element-wise clipping threshold; false = off [false]
     init        model init: "default", "keras" or "chrono"   ["default"]
     tiers       which tiers to run: "defaults", "tuned"      [both]
+    schedule    the learning-rate schedule of every optimizer that sets none: "constant",
+                "warmup", "cosine", "step", or a table with its parameters (optbench.schedules)
+                ["constant"]
     [tuning]    lr_points (grid size, odd keeps the default in the grid) [5]
                 lr_decades (the grid spans this many decades around the default) [2]
                 extend (grid points a side may gain while the best lr is at that edge) [2]
@@ -50,8 +56,12 @@ come in (`optbench.plan`); a rerun asks for the same cells, so a run resumes any
 
 An `[[optimizers]]` table has `name`, optionally `lr` (the centre of its grid and its
 "defaults" cell), `lr_grid` (an explicit list of learning rates instead of the log-spaced
-grid), and any of the optimizer's hyper-parameters by their torch.optim names. The same
+grid), `schedule` (its learning-rate schedule, as the top-level key), and any of the
+optimizer's hyper-parameters by their torch.optim names. The same
 name may appear twice with different hyper-parameters (e.g. SGD with and without momentum).
+Instead of `name`, `torch = "torch.optim.ASGD"` (or "some_package.module:Class") makes any
+torch optimizer class a contestant, its other keys the class's keyword arguments
+(`optbench.optim.torch_adapter`; needs torch).
 """
 
 from __future__ import annotations
@@ -66,7 +76,7 @@ from optbench.errors import UsageError
 
 TIERS = ("defaults", "tuned")
 ROLES = (*TIERS, "confirm")  # the tiers a cell can hold in a matrix
-_DEFAULT = {f.name: f.default for f in fields(Cell) if f.name != "hparams"}
+_DEFAULT = {f.name: f.default for f in fields(Cell) if f.name not in ("hparams", "code")}
 KEYS = {
     "name": None,
     "tasks": None,
@@ -83,6 +93,8 @@ KEYS = {
     "init": _DEFAULT["init"],
     "tiers": list(TIERS),
     "tuning": {"lr_points": 5, "lr_decades": 2.0, "extend": 2},
+    "plugins": [],
+    "schedule": None,
     "confirm_seeds": 0,
     "horizon": {},
 }
@@ -94,8 +106,7 @@ REQUIRED = ("tasks", "optimizers")
 # others are upper bounds from `tools/estimate_presets.py` (every cell using its whole
 # budget, one Numba thread; on `quick` the bound is 4 min): smoke seconds, seed 3 min,
 # standard 5.7 h, full 15 days (meant for a Dask cluster).
-_ALL_OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
-                   "lion"]
+ALL = "all"  # in `optimizers`: every built-in optimizer (optbench.optim.builtin_names())
 PRESETS: dict[str, dict] = {
     # Seconds: the mechanics end to end (tests, first contact).
     "smoke": dict(
@@ -114,7 +125,7 @@ PRESETS: dict[str, dict] = {
     "standard": dict(
         tasks=["adding", "temporal_order_4", "copy"],
         lengths={"adding": [50, 100, 200], "temporal_order_4": [50, 100], "copy": [10, 20]},
-        models=["lstm", "gru"], hidden=[64], optimizers=_ALL_OPTIMIZERS, seeds=3,
+        models=["lstm", "gru"], hidden=[64], optimizers=ALL, seeds=3,
         steps=3000, eval_every=100, tuning={"lr_points": 5, "lr_decades": 2.0},
     ),
     # Days: every task, model and optimizer, two widths, five seeds, a 7-point grid.
@@ -124,7 +135,7 @@ PRESETS: dict[str, dict] = {
         lengths={"adding": [50, 100, 200, 400], "copy": [10, 20, 50],
                  "temporal_order_4": [50, 100, 200], "temporal_order_8": [100, 200],
                  "digits": [64], "digits_permuted": [64]},
-        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=_ALL_OPTIMIZERS, seeds=5,
+        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=ALL, seeds=5,
         steps=5000, eval_every=100, tuning={"lr_points": 7, "lr_decades": 3.0},
     ),
     # The seed program, as Keras 3 runs it: LSTM(128) + Dense(1) with Keras's default
@@ -203,15 +214,24 @@ def from_toml(path: str) -> Matrix:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path!r} is not valid TOML: {exc}") from None
     config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    return expand(config, source=f"config {path!r}")
+    return expand(config, source=f"config {path!r}",
+                  directory=os.path.dirname(os.path.abspath(path)))
 
 
-def expand(config: dict, source: str = "config") -> Matrix:
-    """Validate `config` (the keys in this module's docstring) and cross its axes into cells."""
+def expand(config: dict, source: str = "config", directory: str | None = None) -> Matrix:
+    """Validate `config` (the keys in this module's docstring) and cross its axes into cells.
+    Its `plugins` are loaded first (file paths relative to `directory`, else to the working
+    directory), so their optimizers and tasks are known to the checks."""
+    from optbench import plugins
+
     c = _Checker(source)
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         c.fail(unknown[0], f"unknown key; allowed: {', '.join(KEYS)}")
+    try:
+        plugins.load_all(config.get("plugins"), directory)
+    except UsageError as exc:
+        c.fail("plugins", str(exc))
     for key in REQUIRED:
         if key not in config:
             c.fail(key, "missing (required)")
@@ -314,13 +334,16 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     points = c.int_("tuning.lr_points", tuning["lr_points"])
     decades = c.positive("tuning.lr_decades", tuning["lr_decades"])
     extend = c.int_("tuning.extend", tuning["extend"], low=0)
+    schedule = _schedule(cfg["schedule"], "schedule", c, min(steps.values()))
     return {
         "name": name,
+        "plugins": list(cfg["plugins"] or []),
         "tasks": task_names,
         "lengths": lengths,
         "models": c.list_("models", cfg["models"], lambda k, v: c.choice(k, v, nn.names())),
         "hidden": c.list_("hidden", cfg["hidden"], c.int_),
-        "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades),
+        "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades, schedule,
+                                  min(steps.values())),
         "seeds": seeds,
         "confirm_seeds": confirm,
         "horizon": horizon,
@@ -332,6 +355,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
         "init": c.choice("init", cfg["init"], nn.INITS),
         "tiers": tiers,
         "tuning": {"lr_points": points, "lr_decades": decades, "extend": extend},
+        "schedule": schedule,
     }
 
 
@@ -391,27 +415,59 @@ def _horizon(raw, task_names: list[str], c: _Checker) -> dict:
     return out
 
 
-def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[dict]:
-    """Each entry as {"name", "hparams" (every hyper-parameter, lr included), "lr_grid"}."""
+def _schedule(value, key: str, c: _Checker, steps: int) -> dict | None:
+    from optbench import schedules
+
+    try:
+        out = schedules.normalise(value, key)
+        schedules.check_budget(out, steps, key)
+    except UsageError as exc:
+        c.fail(key, str(exc).removeprefix(f"{key}: "))
+    return out
+
+
+def _optimizers(raw, c: _Checker, optim, points: int, decades: float, schedule=None,
+                steps: int = 1) -> list[dict]:
+    """Each entry as {"name", "hparams" (every hyper-parameter, lr included, and `schedule`
+    when the lr follows one), "lr_grid"}."""
+    if raw == ALL:
+        raw = [ALL]
+    if isinstance(raw, list) and ALL in raw:
+        at = raw.index(ALL)
+        raw = raw[:at] + list(optim.builtin_names()) + raw[at + 1:]
     out = []
     for i, entry in enumerate(c.list_("optimizers", raw)):
         key = f"optimizers[{i}]"
         entry = {"name": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict):
             c.fail(key, f"must be an optimizer name or a table with a name; got {entry!r}")
+        if "torch" in entry:  # any torch.optim class, through optbench.optim.torch_adapter
+            if "name" in entry:
+                c.fail(key, "give `name` (an optbench optimizer) or `torch` (a class), not both")
+            from optbench.optim import torch_adapter
+
+            try:
+                name = torch_adapter.register(entry["torch"])
+            except UsageError as exc:
+                c.fail(f"{key}.torch", str(exc))
+            entry = {"name": name, **{k: v for k, v in entry.items() if k != "torch"}}
         name = c.choice(f"{key}.name", entry.get("name"), optim.names())
         defaults = optimizer_defaults(name)
-        given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid")}
+        given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid", "schedule")}
         for k in given:
             if k not in defaults:
                 c.fail(f"{key}.{k}", f"not a hyper-parameter of {name}; allowed: "
-                       f"{', '.join([*defaults, 'lr_grid'])}")
+                       f"{', '.join([*defaults, 'lr_grid', 'schedule'])}")
         hparams = json.loads(json.dumps({k: _like(v, given.get(k, v)) for k, v in defaults.items()}))
         try:
             optim.create(name, backend="numpy", **hparams)
         except UsageError as exc:
             c.fail(key, str(exc))
         lr = c.positive(f"{key}.lr", hparams["lr"])
+        sched = (_schedule(entry["schedule"], f"{key}.schedule", c, steps)
+                 if "schedule" in entry else schedule)
+        if sched is not None:
+            hparams["schedule"] = sched
         grid = entry.get("lr_grid")
         grid = lr_grid(lr, points, decades) if grid is None else c.list_(
             f"{key}.lr_grid", grid, c.positive)

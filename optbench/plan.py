@@ -45,39 +45,47 @@ LR_BOUNDS = (1e-7, 10.0)
 CONFIRM_SEED_BASE = 1000
 
 
-def plan(config: dict, finished: Mapping[str, Mapping]) -> list[tuple[Cell, str]]:
+def plan(config: dict, finished: Mapping[str, Mapping],
+         higher_is_better: Mapping[str, bool] | None = None,
+         code=None) -> list[tuple[Cell, str]]:
     """Every (cell, tier) the matrix needs given the finished cells; see the module docstring.
-    Seeds outermost (tuning seeds, then confirmation seeds), then the config's order."""
-    from optbench import tasks as registry
-
+    Seeds outermost (tuning seeds, then confirmation seeds), then the config's order.
+    `higher_is_better`: task -> direction of its metric, and `code(optimizer, task)`: the
+    plugin code hash of its cells (default: both from the live registries; a report on a
+    machine without the plugins passes what the store recorded)."""
     out: list[tuple[Cell, str]] = []
-    for task in config["tasks"]:
-        higher = registry.get(task).higher_is_better
-        for model in config["models"]:
-            for hidden in config["hidden"]:
-                for entrant in config["optimizers"]:
-                    line = _Line(config, finished, task, model, hidden, entrant, higher)
-                    out += line.members()
+    for line in _lines(config, finished, higher_is_better, code):
+        out += line.members()
     seed_order = {s: i for i, s in enumerate([*config["seeds"], *config["confirm_seeds"]])}
     out = list(dict.fromkeys(out))  # a cell in two roles stays in both tiers, once each
     return sorted(out, key=lambda m: seed_order[m[0].seed])  # stable: config order within
 
 
-def status(config: dict, finished: Mapping[str, Mapping]) -> list[dict]:
+def status(config: dict, finished: Mapping[str, Mapping],
+           higher_is_better: Mapping[str, bool] | None = None, code=None) -> list[dict]:
     """Per line and length visited: whether it is settled and solved, the winning lr, its
-    grid and edge: what the report's horizon table and the run summary show."""
-    from optbench import tasks as registry
-
+    grid and edge: what the report's horizon table and the run summary show (arguments as
+    `plan`'s)."""
     rows = []
+    for line in _lines(config, finished, higher_is_better, code):
+        line.members()
+        rows += line.visited
+    return rows
+
+
+def _lines(config, finished, higher_is_better, code):
+    if higher_is_better is None:
+        from optbench import tasks as registry
+
+        higher_is_better = {t: registry.get(t).higher_is_better for t in config["tasks"]}
+    if code is None:
+        from optbench.plugins import code_key as code
     for task in config["tasks"]:
-        higher = registry.get(task).higher_is_better
         for model in config["models"]:
             for hidden in config["hidden"]:
                 for entrant in config["optimizers"]:
-                    line = _Line(config, finished, task, model, hidden, entrant, higher)
-                    line.members()
-                    rows += line.visited
-    return rows
+                    yield _Line(config, finished, task, model, hidden, entrant,
+                                bool(higher_is_better[task]), code(entrant["name"], task))
 
 
 def horizon_lengths(config: dict, task: str) -> list[int] | None:
@@ -99,6 +107,7 @@ def bound(config: dict) -> list[Cell]:
     and every grid gains `tuning.extend` points. The bisection lengths stand in for the
     ones a run would visit, which lie below the max and so cost less."""
     from optbench import tasks as registry
+    from optbench.plugins import code_key
 
     cells = []
     for task in config["tasks"]:
@@ -115,7 +124,8 @@ def bound(config: dict) -> list[Cell]:
         for model in config["models"]:
             for hidden in config["hidden"]:
                 for entrant in config["optimizers"]:
-                    line = _Line(config, {}, task, model, hidden, entrant, False)
+                    line = _Line(config, {}, task, model, hidden, entrant, False,
+                                 code_key(entrant["name"], task))
                     grid = list(entrant["lr_grid"])
                     for _ in range(config["tuning"]["extend"]):
                         more = _beyond(sorted(grid), "high") or _beyond(sorted(grid), "low")
@@ -137,10 +147,14 @@ class _Line:
     """The cells of one (task, model, hidden, entrant), walked in order until a result is
     missing; `visited` records each length's state."""
 
-    def __init__(self, config, finished, task, model, hidden, entrant, higher_is_better):
+    def __init__(self, config, finished, task, model, hidden, entrant, higher_is_better,
+                 code=None):
         self.config, self.finished = config, finished
         self.task, self.model, self.hidden, self.entrant = task, model, hidden, entrant
         self.higher = higher_is_better
+        # A plugin's optimizer or task changes results through its source only: its hash is
+        # part of the cell (optbench.plugins.code_key); None for built-ins.
+        self.code = code
         self.cells: list[tuple[Cell, str]] = []
         self.visited: list[dict] = []
 
@@ -181,6 +195,7 @@ class _Line:
             steps=c["steps"][self.task], batch_size=c["batch_size"], eval_every=c["eval_every"],
             clip_norm=c["clip_norm"], clip_value=c["clip_value"], init=c["init"],
             optimizer=self.entrant["name"], hparams={**self.entrant["hparams"], "lr": lr},
+            code=self.code,
         )
 
     def add(self, length: int, seeds, lr: float, tier: str) -> list[Mapping | None]:

@@ -14,7 +14,8 @@ Results` in completion order):
 - `Dask(address=...)` or `Dask(local_workers=n)`: a Dask distributed cluster; `local_workers`
   starts a LocalCluster of n single-threaded worker processes with `cores // n` Numba/BLAS
   threads each. Workers of a remote cluster need optbench installed, and their thread
-  counts are theirs to set (NUMBA_NUM_THREADS). A worker that dies mid-cell costs that
+  counts are theirs to set (NUMBA_NUM_THREADS); plugins loaded here travel with the cells
+  (`optbench.plugins.shipped`). A worker that dies mid-cell costs that
   cell's time only: the scheduler reruns it elsewhere (up to Dask's
   `distributed.scheduler.allowed-failures` times, then `WorkerLost`).
 
@@ -248,8 +249,10 @@ def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
 
 
 def _run_wave(executor, fn, todo, store, progress) -> int:
+    from optbench.plugins import shipped
+
     ran = 0
-    results = executor.run(fn, todo)
+    results = executor.run(shipped(fn), todo)  # workers load this process's plugins
     try:
         for result in results:
             with _sigint_deferred():

@@ -75,7 +75,9 @@ def pick_lr(cells: "pd.DataFrame",
     """The tuned learning rate per (task, length, model, hidden, optimizer, other hparams ...).
 
     `cells` is `optbench.load(DIR).tier("tuned")` or any frame with its columns.
-    `higher_is_better` maps task -> bool (default: the task registry's).
+    `higher_is_better` maps task -> bool (default: the frame's `higher_is_better` column,
+    which `optbench.load` takes from the store's task descriptions, else the task
+    registry's).
 
     Returns one row per group: the GROUP columns, `lr`, then over the seeds at that lr:
     `seeds`, `solved`, `diverged` (counts), `steps_median` (median steps to solve of the
@@ -85,14 +87,19 @@ def pick_lr(cells: "pd.DataFrame",
     """
     import pandas as pd
 
-    if higher_is_better is None:
+    if higher_is_better is not None:
+        better = cells["task"].map(higher_is_better)
+    elif "higher_is_better" in cells and cells["higher_is_better"].notna().all():
+        better = cells["higher_is_better"]
+    else:
         from optbench import tasks
 
-        higher_is_better = {t: tasks.get(t).higher_is_better for t in cells["task"].unique()}
+        better = cells["task"].map(
+            {t: tasks.get(t).higher_is_better for t in cells["task"].unique()})
     df = cells.assign(variant=[variant(h) for h in cells["hparams_json"]])
     df["score"] = [
-        cell_score(o, v, s, higher_is_better[t]) for t, o, v, s in
-        zip(df["task"], df["outcome"], df["val_metric"], df["steps_to_solve"])
+        cell_score(o, v, s, bool(b)) for b, o, v, s in
+        zip(better, df["outcome"], df["val_metric"], df["steps_to_solve"])
     ]
     rows = []
     for group, g in df.groupby(GROUP, sort=True, dropna=False):
@@ -117,13 +124,16 @@ def pick_lr(cells: "pd.DataFrame",
 def label(optimizer: str, variant: str, defaults: Mapping | None = None) -> str:
     """'sgd(momentum=0.9)': the optimizer and those of its hyper-parameters, lr aside, that
     differ from its defaults (`variant` is `pick_lr`'s column of that name; `defaults`, the
-    optimizer's, default to the registry's)."""
+    optimizer's, default to its spec's; a store's description has them too)."""
+    from optbench.schedules import describe
+
     if defaults is None:
         from optbench import optim
 
         defaults = optim.spec(optimizer).defaults
     defaults = json.loads(json.dumps(dict(defaults)))
-    changed = {k: v for k, v in json.loads(variant).items() if defaults.get(k) != v}
+    changed = {k: describe(v) if k == "schedule" else v
+               for k, v in json.loads(variant).items() if defaults.get(k) != v}
     return optimizer + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 

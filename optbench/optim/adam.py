@@ -49,6 +49,7 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim.pieces import ema_square, lerp, weight_decay
 from optbench.optim.scalar import maximum
 from optbench.optim.spec import Spec
 
@@ -95,50 +96,47 @@ def scalars(h, state):
     beta1, beta2 = h["betas"]
     t = state.step
     if h["epsilon_hat"]:
-        return (f32(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)), f32(1.0))
-    return (f32(lr / (1 - beta1**t)), f32(1 / math.sqrt(1 - beta2**t)))
+        return {"step_size": f32(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)),
+                "inv_bc2_sqrt": f32(1.0)}
+    return {"step_size": f32(lr / (1 - beta1**t)),
+            "inv_bc2_sqrt": f32(1 / math.sqrt(1 - beta2**t))}
 
 
 def constants(h):
     lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
-    return (f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd), f32(1 - lr * wd))
+    return {"one_m_beta1": f32(1 - beta1), "beta2": f32(beta2), "one_m_beta2": f32(1 - beta2),
+            "eps": f32(h["eps"]), "wd": f32(wd), "decay": f32(1 - lr * wd)}
 
 
 def moments(has_wd, decoupled):
     """The element form of reference_moments, shared with NAdam and RAdam: returns
     (param after decoupled decay, gradient after coupled decay, m, v)."""
+    decayed = weight_decay(has_wd, decoupled)
 
     @register_jitable
-    def update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay):
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            if decoupled:
-                x = x * decay
-            else:
-                d = d + wd * x
-        m = s[0][i] + one_m_beta1 * (d - s[0][i])
-        v = beta2 * s[1][i] + one_m_beta2 * d * d
-        s[0][i] = m
-        s[1][i] = v
-        return x, d, m, v
+    def update_moments(x, d, m, v, one_m_beta1, beta2, one_m_beta2, wd, decay):
+        x, d = decayed(x, d, wd, decay)
+        return x, d, lerp(m, d, one_m_beta1), ema_square(v, d, beta2, one_m_beta2)
 
     return update_moments
 
 
 def rule(has_wd, decoupled, amsgrad):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
     update_moments = moments(has_wd, decoupled)
 
     @register_jitable
-    def adam(i, p, g, s, h):
-        step_size, inv_bc2_sqrt, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x, d, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
+    def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, inv_bc2_sqrt,
+             one_m_beta1, beta2, one_m_beta2, eps, wd, decay):
+        x, _, m, v = update_moments(param, grad, exp_avg, exp_avg_sq, one_m_beta1, beta2,
+                                    one_m_beta2, wd, decay)
+        vmax = max_exp_avg_sq  # without amsgrad the slot is absent: 0 in, dropped out
+        vhat = v
         if amsgrad:
-            v = maximum(s[2][i], v)
-            s[2][i] = v
-        p[i] = x - step_size * m / (math.sqrt(v) * inv_bc2_sqrt + eps)
+            vmax = maximum(max_exp_avg_sq, v)
+            vhat = vmax
+        return x - step_size * m / (math.sqrt(vhat) * inv_bc2_sqrt + eps), m, v, vmax
 
     return adam
 
@@ -163,6 +161,8 @@ SPEC = Spec(
     paper="Kingma & Ba 2015, ICLR (arXiv:1412.6980); Reddi et al. 2018, ICLR (amsgrad)",
     defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                   decoupled_weight_decay=False, epsilon_hat=False),
+    cases=({}, dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-3, weight_decay=1e-2, amsgrad=True),
+           dict(weight_decay=0.1, decoupled_weight_decay=True)),
     **_COMMON,
 )
 
@@ -173,5 +173,6 @@ SPEC_W = Spec(
     defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                   epsilon_hat=False),
     fixed=dict(decoupled_weight_decay=True),
+    cases=({}, dict(lr=3e-3, betas=(0.85, 0.995), weight_decay=0.1, amsgrad=True)),
     **_COMMON,
 )
