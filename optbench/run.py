@@ -276,6 +276,8 @@ def summary(results, m) -> str:
     """Per tier, one row per (task, length, model, optimizer): the lr (tuned tier: the one
     `matrix.pick_lr` picks), how many seeds solved and diverged, the median steps to solve,
     and the median final validation and test metric."""
+    import pandas as pd
+
     from optbench import tasks
     from optbench.matrix import label, pick_lr
 
@@ -294,7 +296,10 @@ def summary(results, m) -> str:
             model=[f"{k}({h})" for k, h in zip(picked["model"], picked["hidden"])],
             optimizer=[label(o, v) for o, v in zip(picked["optimizer"], picked["variant"])],
             solved=[f"{s}/{n}" for s, n in zip(picked["solved"], picked["seeds"])],
-            steps=picked["steps_median"].map(lambda x: "-" if x != x else f"{x:.0f}"),
+            # A group whose seeds all diverged has no median: '-', not NaN.
+            steps=picked["steps_median"].map(lambda x: "-" if pd.isna(x) else f"{x:.0f}"),
+            val_median=picked["val_median"].map(lambda x: "-" if pd.isna(x) else f"{x:.4g}"),
+            test_median=picked["test_median"].map(lambda x: "-" if pd.isna(x) else f"{x:.4g}"),
         )[["task", "length", "model", "optimizer", "lr", "solved", "diverged", "steps",
            "metric", "val_median", "test_median"]]
         what = ("the lr picked from the grid on the validation set" if tier == "tuned"

@@ -4,6 +4,7 @@ cell of `quick` and examples/custom.toml in run order, with its one-thread CPU s
 
 import csv
 import json
+import math
 import os
 import tracemalloc
 from dataclasses import replace
@@ -62,7 +63,7 @@ def test_a_count_of_cells_would_have_been_far_off():
 def test_eta_uses_parallel_workers_and_knows_nothing_before_a_cell():
     cell = Cell(task="adding", length=10, hidden=8, steps=100, eval_every=50)
     eta = cost.Eta(parallel=2)
-    assert all(x != x for x in eta.left([cell]))
+    assert all(math.isnan(x) for x in eta.left([cell]))
     eta.done(cell, 100, 3, 2.0)
     expected, bound = eta.left([cell, cell])
     assert expected == pytest.approx(2.0) and bound == pytest.approx(2.0)
