@@ -178,6 +178,9 @@ def from_toml(path: str) -> Matrix:
         raise UsageError(f"cannot read config {path!r}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise UsageError(f"config {path!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                         f"at offset {exc.start})") from None
     config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return expand(config, source=f"config {path!r}")
 

@@ -157,6 +157,7 @@ class Store:
         if tables:
             bad = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if bad != "ok":
+                bad = " ".join(bad.replace("*", "").split())[:120]
                 raise UsageError(f"{self.path} is damaged ({bad}); the cells it held cannot be "
                                  "trusted: move it aside and rerun, or use another --out "
                                  "directory")
