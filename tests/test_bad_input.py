@@ -9,10 +9,12 @@ a directory that had none). A few cases run as real processes, to see what a use
 
 import hashlib
 import os
+import pathlib
 import sqlite3
 import subprocess
 import sys
 
+import helpers
 import numpy as np
 import pytest
 
@@ -21,8 +23,6 @@ from optbench import nn, optim, runner, tasks
 from optbench.cli import main
 from optbench.errors import UsageError
 from optbench.store import FILENAME, Store, load
-
-import helpers
 
 GOOD = """
 name = "tiny"
@@ -54,7 +54,7 @@ def snapshot(directory) -> dict:
             if name.endswith(("-wal", "-shm")):
                 continue
             rel = os.path.relpath(path, directory)
-            out[rel] = (hashlib.sha256(open(path, "rb").read()).hexdigest()
+            out[rel] = (hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
                         if os.path.isfile(path) else "dir")
     return out
 
@@ -78,12 +78,13 @@ def _parse(text):
 
 
 def _damage(path, how):
+    path = pathlib.Path(path)
     if how == "garbage":  # pages in the middle overwritten
-        data = bytearray(open(path, "rb").read())
+        data = bytearray(path.read_bytes())
         data[4096:4096 * 3] = os.urandom(4096 * 2)
-        open(path, "wb").write(bytes(data))
+        path.write_bytes(bytes(data))
     elif how == "text":
-        open(path, "w").write("this is not a database\n" * 100)
+        path.write_text("this is not a database\n" * 100)
     elif how in ("schema", "protocol"):
         conn = sqlite3.connect(path)
         conn.execute(f"UPDATE meta SET value = '0' WHERE name = '{how}'")
@@ -282,7 +283,7 @@ def test_cli_refuses_in_one_line_and_touches_nothing(case, tmp_path, filled, cap
 @pytest.mark.parametrize("case", TOML, ids=[c[0] for c in TOML])
 def test_toml_refusals_name_the_key_and_touch_nothing(case, tmp_path, filled, capsys,
                                                       monkeypatch):
-    name, text, message = case
+    _, text, message = case
     code, err, before, after = _cli(["run", "--config", "{cfg}", "--out", "{out}"], "store",
                                     text, tmp_path, filled, capsys, monkeypatch)
     assert code == 2, err
@@ -293,7 +294,7 @@ def test_toml_refusals_name_the_key_and_touch_nothing(case, tmp_path, filled, ca
 
 @pytest.mark.parametrize("case", API, ids=[c[0] for c in API])
 def test_the_api_raises_one_line_usage_errors(case):
-    name, call, message = case
+    _, call, message = case
     with pytest.raises(UsageError) as info:
         call()
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
@@ -325,7 +326,7 @@ def test_a_real_process_prints_one_line(args, setup, message, tmp_path, filled):
     before = snapshot(tmp_path)
     argv = [a.format(cfg=cfg) for a in args] + ["--out", str(out)]
     proc = subprocess.run([sys.executable, "-m", "optbench", *argv], cwd=helpers.ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert snapshot(tmp_path) == before
