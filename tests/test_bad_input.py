@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 
-import helpers
 import numpy as np
 import pytest
 
@@ -23,6 +22,8 @@ from optbench import nn, optim, runner, tasks
 from optbench.cli import main
 from optbench.errors import UsageError
 from optbench.store import FILENAME, Store, load
+
+import helpers
 
 GOOD = """
 name = "tiny"
