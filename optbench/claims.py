@@ -69,6 +69,8 @@ class Claims:
         self._lock.flush()
         os.replace(path + ".new", path)
         self._conn = sqlite3.connect(self.store_path, isolation_level=None, timeout=60)
+        # A claim lost to a power cut costs nothing (its run is gone too): no sync per claim.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(_DDL)
         return self
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from contextlib import ExitStack
 
 DEFAULT_OUT = "results"
 
@@ -61,9 +62,7 @@ def _int(text: str):
 
 def run(args) -> int:
     from optbench import matrix as mx
-    from optbench import runner
     from optbench.errors import UsageError
-    from optbench.store import Store
 
     if args.preset is not None and args.config is not None:
         raise UsageError("give a PRESET or --config FILE, not both")
@@ -75,12 +74,30 @@ def run(args) -> int:
     todo = [cell for cell in m.cells if cell.key not in finished]
     executor, how = _executor(args, todo)
 
-    print(f"matrix {m.name}: {_counts(m)}; {len(m.cells) - len(todo)} already in "
-          f"{os.path.join(args.out, 'optbench.sqlite')}, {len(todo)} to run {how}",
-          file=sys.stderr)
-    if args.dry_run:
-        return 0
-    # The executor first: a scheduler out of reach is refused before the store is made.
+    with ExitStack() as stack:
+        if args.scheduler and not args.dry_run:  # out of reach: refused before anything
+            stack.enter_context(executor)
+        print(f"matrix {m.name}: {_counts(m)}; {len(m.cells) - len(todo)} already in "
+              f"{os.path.join(args.out, 'optbench.sqlite')}, {len(todo)} to run {how}",
+              file=sys.stderr)
+        if args.dry_run:
+            return 0
+        status = _execute(args, m, executor)
+    if status is not None:
+        return status
+    ranking = _ranking(args.out, m.name)
+    if ranking:
+        print(ranking)
+    print(f"results in {args.out}/: read them with optbench.load({args.out!r})", file=sys.stderr)
+    return 0 if args.no_report else _report(args.out, m.name)
+
+
+def _execute(args, m, executor) -> int | None:
+    """Run the cells and print the summary; the exit status if the run stopped early."""
+    from optbench import runner
+    from optbench.store import Store
+
+    # The executor first: a cluster that cannot start is refused before the store is made.
     with executor, Store.open(args.out) as store:
         progress = runner.Progress(bar=False if args.quiet else None)
         try:
@@ -94,11 +111,7 @@ def run(args) -> int:
             return 130 if isinstance(exc, KeyboardInterrupt) else 1
         progress.close()
         print(summary(store.frames(matrix=m.name), m))
-    ranking = _ranking(args.out, m.name)
-    if ranking:
-        print(ranking)
-    print(f"results in {args.out}/: read them with optbench.load({args.out!r})", file=sys.stderr)
-    return 0 if args.no_report else _report(args.out, m.name)
+    return None
 
 
 def _counts(m) -> str:
@@ -186,7 +199,7 @@ def _executor(args, todo):
     return runner.Serial(plan.threads), plan.describe()
 
 
-# Below this much work (optbench.cost units; about 10 s of cells on one core here) worker
+# Below this much work (optbench.cost units; about 8 s of cells on one core here) worker
 # processes cost more to start than they save.
 QUICK_WORK = 5e11
 

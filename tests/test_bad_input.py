@@ -132,6 +132,8 @@ CLI = [
                                       "{out}"], "--scheduler wants an address like tcp://"),
     ("workers-and-dask", "store", ["run", "smoke", "--workers", "2", "--dask-local", "2",
                                    "--out", "{out}"], "does not combine with Dask options"),
+    ("scheduler-unreachable", None, ["run", "smoke", "--scheduler", "tcp://127.0.0.1:9",
+                                     "--out", "{out}"], "cannot reach the Dask scheduler at"),
     ("threads-and-scheduler", "store", ["run", "smoke", "--threads", "1", "--scheduler",
                                         "tcp://127.0.0.1:9", "--out", "{out}"],
      "--threads sets local processes' threads"),
@@ -255,6 +257,7 @@ def _cli(args, setup, text, tmp_path, filled, capsys, monkeypatch):
     cfg = tmp_path / "config.toml"
     cfg.write_bytes(text.encode() if isinstance(text, str) else text)
     argv = [a.format(out=out, cfg=cfg) for a in args]
+    monkeypatch.setattr(runner, "CONNECT_TIMEOUT_S", 1)
     if setup == "store:readonly" and os.geteuid() == 0:  # root writes anything: act as a user
         real = os.access
         monkeypatch.setattr(os, "access", lambda p, mode: (
