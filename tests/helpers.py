@@ -92,6 +92,15 @@ lr_points = 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def toml(text: str) -> dict:
+    """TOML text as a dict (tomllib from Python 3.11, tomli before)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
 def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

@@ -73,9 +73,7 @@ def filled(tmp_path_factory):
 
 
 def _parse(text):
-    import tomllib
-
-    return tomllib.loads(text)
+    return helpers.toml(text)
 
 
 def _damage(path, how):

@@ -20,9 +20,7 @@ CELLS = 12  # in helpers.TINY_TOML
 
 
 def _reference(directory):
-    import tomllib
-
-    m = mx.expand(tomllib.loads(helpers.TINY_TOML))
+    m = mx.expand(helpers.toml(helpers.TINY_TOML))
     with Store.open(str(directory)) as store:
         runner.execute(m, store, runner.Serial(), helpers.run_cell)
     return directory
@@ -89,9 +87,7 @@ def test_a_killed_runs_claim_is_taken_over_at_once(tmp_path):
 
 
 def test_a_live_runs_claims_are_left_to_it_and_a_dead_ones_are_taken(tmp_path):
-    import tomllib
-
-    m = mx.expand(tomllib.loads(helpers.TINY_TOML))
+    m = mx.expand(helpers.toml(helpers.TINY_TOML))
     cells = list(m.cells)
     with Store.open(str(tmp_path)) as store:
         store.record_matrix(m)
@@ -117,9 +113,7 @@ def test_a_live_runs_claims_are_left_to_it_and_a_dead_ones_are_taken(tmp_path):
 
 
 def test_a_cell_another_run_finishes_is_counted_not_run(tmp_path):
-    import tomllib
-
-    m = mx.expand(tomllib.loads(helpers.TINY_TOML))
+    m = mx.expand(helpers.toml(helpers.TINY_TOML))
     cells = list(m.cells)
     with Store.open(str(tmp_path)) as store:
         store.record_matrix(m)

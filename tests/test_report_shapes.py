@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import warnings
 from collections import Counter
 
@@ -141,7 +140,7 @@ def panel_sizes(page) -> list[float]:
 
 
 def test_long_labels_neither_squeeze_the_panels_nor_leave_the_page(tmp_path):
-    m = mx.expand(tomllib.loads(LONG_LABELS))
+    m = mx.expand(helpers.toml(LONG_LABELS))
     fill(tmp_path, m)
     report = built(tmp_path)
     for kind in ("curves", "lr", "profiles"):  # two panels side by side, and the legend
@@ -239,7 +238,7 @@ def test_run_ends_with_the_ranking_and_counts_that_add_up(tmp_path, monkeypatch,
 
 
 def test_a_diverged_only_group_prints_a_dash_not_nan(tmp_path):
-    m = mx.expand(tomllib.loads(helpers.TINY_TOML))
+    m = mx.expand(helpers.toml(helpers.TINY_TOML))
     with Store.open(str(tmp_path)) as store:
         store.record_matrix(m)
         for cell in m.cells:
@@ -256,7 +255,7 @@ def test_a_diverged_only_group_prints_a_dash_not_nan(tmp_path):
 
 
 def test_after_a_resume_the_bar_counts_what_the_summary_counts(tmp_path):
-    m = mx.expand(tomllib.loads(helpers.TINY_TOML))
+    m = mx.expand(helpers.toml(helpers.TINY_TOML))
     fill(tmp_path, m, keep=5)  # an earlier, interrupted run
     out = io.StringIO()
     with Store.open(str(tmp_path)) as store:
