@@ -29,11 +29,6 @@ DEFAULT_SIZES = (10, 14, 18, 22, 26)
 SIZE_RANGE = (4, 30)  # powers of two
 MIN_SAMPLE_S = 2e-3  # one timing sample runs the step at least this long
 
-TORCH_NAMES = {
-    "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
-    "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
-}
-
 
 SECTIONS = ("optimizers", "models", "batched", "all")
 DEFAULT_BATCH_MODELS = (1, 8, 64)
@@ -51,6 +46,8 @@ def configure(parser) -> None:
                         "training step, with an empty Numba cache (compiling), then warm")
     parser.add_argument("--optimizers", default=None,
                         help="comma-separated names (default: all)")
+    parser.add_argument("--plugin", metavar="FILE_OR_MODULE", action="append", default=[],
+                        help="load a plugin's optimizers first, to time them too (repeatable)")
     parser.add_argument("--backends", default=None,
                         help="comma-separated: numpy, cpu, cuda (default: cpu, plus cuda on a GPU)")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
@@ -78,10 +75,12 @@ def configure(parser) -> None:
 
 def _parse(args):
     """Check every option before any work starts; return (optimizers, backends, sizes)."""
-    from optbench import optim
+    from optbench import optim, plugins
     from optbench.errors import UsageError
 
-    names = optim.names() if args.optimizers is None else tuple(
+    plugins.load_all(getattr(args, "plugin", []), what="--plugin")
+    kernels = tuple(n for n in optim.names() if not hasattr(optim.spec(n), "kwargs"))
+    names = kernels if args.optimizers is None else tuple(
         s.strip() for s in args.optimizers.split(",") if s.strip())
     for name in names:
         optim.spec(name)  # UsageError listing the names
@@ -230,7 +229,7 @@ def _ours(name: str, backend: str, n: int, rng) -> Candidate:
 def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_param: int):
     """torch.optim's `mode` ("fused"/"foreach") step of optimizer `name`, or None if torch
     has no such step."""
-    cls = getattr(torch.optim, TORCH_NAMES.get(name, ""), None)
+    cls = torch_class(torch, name)
     if cls is None:
         return None
     p = torch.tensor(rng.standard_normal(n, dtype="float32"), device=device)
@@ -241,6 +240,43 @@ def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_para
         return None  # no such implementation of this optimizer (on this device)
     seconds = _torch_cuda_seconds(torch) if device == "cuda" else None
     return Candidate(f"torch-{mode}", opt.step, bytes_per_param, seconds)
+
+
+def _torch_single(torch, name: str, n: int, rng, bytes_per_param: int):
+    """torch.optim's single-tensor step (foreach=False, what it runs for one CPU tensor) of
+    optimizer `name` on a tensor with its gradient set: what the adapter calls."""
+    cls = torch_class(torch, name)
+    if cls is None:
+        return None
+    p = torch.tensor(rng.standard_normal(n, dtype="float32"))
+    p.grad = torch.tensor(rng.standard_normal(n, dtype="float32"))
+    return Candidate("torch-single", cls([p], foreach=False).step, bytes_per_param)
+
+
+def _torch_adapter(torch, name: str, n: int, rng, bytes_per_param: int):
+    """The same torch class through optbench's adapter (optim.torch_adapter): a numpy
+    parameter vector shared with torch, each step's gradient vector wrapped without a copy."""
+    import numpy as np
+
+    from optbench import optim
+
+    if torch_class(torch, name) is None:
+        return None
+    opt = optim.create(optim.spec(name).torch)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32)
+    state = opt.init(p)
+    return Candidate("torch-adapter", lambda: opt.step(p, g, state), bytes_per_param)
+
+
+def torch_class(torch, name: str):
+    """The torch.optim class optimizer `name` reproduces (its spec's `torch` field), or None."""
+    from optbench import optim
+
+    path = optim.spec(name).torch
+    if not path.startswith("torch.optim."):
+        return None
+    return getattr(torch.optim, path.removeprefix("torch.optim."), None)
 
 
 def _import_torch():
@@ -333,6 +369,11 @@ def _measure(name, e, backends, torch, repeat, rng, report) -> list[dict]:
                 if c is not None:
                     c.label += "" if device == "cpu" else "-cuda"
                     cands.append(c)
+        if "cpu" in backends:  # the adapter's cost: its step against torch's own and ours
+            for make in (_torch_single, _torch_adapter):
+                c = make(torch, name, n, rng, cands[0].bytes_per_param)
+                if c is not None:
+                    cands.append(c)
     for c in cands:
         c.warm_up()
     for _ in range(repeat):
@@ -358,6 +399,9 @@ def _rows(name: str, e: int, cands: list[Candidate], report: dict) -> list[dict]
             "share_of_bandwidth": n * c.bytes_per_param / t / 1e9 / _reference_GBps(report,
                                                                                    c.label),
             "vs_torch_fused": (medians[fused] / t) if fused in medians else None,
+            # The torch adapter's time per step beyond the native cpu kernel's.
+            "over_cpu_us": (t - medians["cpu"]) * 1e6 if c.label == "torch-adapter"
+            and "cpu" in medians else None,
             "first_call_s": c.first_call_s, "samples": len(c.samples), "steps_per_sample": c.inner,
         })
     return rows
@@ -490,6 +534,14 @@ def _text_optimizers(report: dict) -> list[str]:
                      "in the caches (--bandwidth-size); their %bw overstate")
     lines.append("vs fused: torch.optim fused step time / this row's (above 1: faster than torch). "
                  "1st call: compile or cache load, not in us/step.")
+    adapter = [r for r in report["rows"] if r.get("over_cpu_us") is not None]
+    if adapter:
+        lines.append("torch-single: torch.optim's one-tensor step (foreach=False); torch-adapter: "
+                     "the same through optbench.optim.torch_adapter (numpy vectors shared "
+                     "with torch). Its time per step beyond the native cpu kernel's:")
+        lines += [f"  {r['optimizer']:9} 2^{r['log2_size']:<3} +{r['over_cpu_us']:.1f} us "
+                  f"({r['us_per_step'] / (r['us_per_step'] - r['over_cpu_us']):.2f}x the cpu "
+                  "step)" for r in adapter]
     return lines
 
 

@@ -2,6 +2,7 @@
 
     python -m optbench run [PRESET | --config FILE] [--out DIR] [--workers N] [--threads N]
                            [--scheduler ADDRESS | --dask-local N] [--quiet] [--dry-run]
+                           [--plugin FILE_OR_MODULE ...]
 
 With no arguments it runs the `quick` preset into `results/` (the store is
 `results/optbench.sqlite`; read it with `optbench.load("results")`), on as many worker
@@ -31,6 +32,9 @@ def configure(parser) -> None:
         help=f"one of: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})",
     )
     parser.add_argument("--config", metavar="FILE", help="a TOML matrix (see examples/custom.toml)")
+    parser.add_argument("--plugin", metavar="FILE_OR_MODULE", action="append", default=[],
+                        help="load the optimizers and tasks of a .py file or a module first "
+                        "(repeatable; see README 'Benchmark your own optimizer')")
     parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
                         help=f"results directory (default: {DEFAULT_OUT}/)")
     parser.add_argument("--workers", metavar="N", type=_int, default=None,
@@ -62,11 +66,14 @@ def _int(text: str):
 
 def run(args) -> int:
     from optbench import matrix as mx
+    from optbench import plugins
     from optbench.errors import UsageError
 
     if args.preset is not None and args.config is not None:
         raise UsageError("give a PRESET or --config FILE, not both")
+    plugins.load_all(getattr(args, "plugin", []), what="--plugin")
     m = mx.from_toml(args.config) if args.config else mx.from_preset(args.preset or mx.DEFAULT_PRESET)
+    plugins.verify(m)  # compiles each plugin rule the matrix uses: a bad one stops us here
     if args.workers is not None and (args.scheduler or args.dask_local is not None):
         raise UsageError("--workers runs local processes; it does not combine with Dask options")
     _check_counts(args)

@@ -17,9 +17,10 @@ may yield None: nothing to start now (the cells left are another run's), ask aga
   fresh pool. Workers exit when the coordinating process dies (they watch their parent).
 - `Dask(address=...)` or `Dask(local_workers=n)`: a Dask distributed cluster; `local_workers`
   starts a LocalCluster of n single-threaded worker processes with `cores // n` Numba/BLAS
-  threads each, which exit when the coordinating process dies. Workers of a remote cluster
-  need optbench installed, and their thread
-  counts are theirs to set (NUMBA_NUM_THREADS). A worker that dies mid-cell costs that
+  threads each, which exit when the coordinating process dies. Workers of a remote
+  cluster need optbench installed, and their thread counts are theirs to set
+  (NUMBA_NUM_THREADS); plugins loaded here travel with the cells
+  (`optbench.plugins.shipped`). A worker that dies mid-cell costs that
   cell's time only: the scheduler reruns it elsewhere (up to Dask's
   `distributed.scheduler.allowed-failures` times, then `WorkerLost`).
 
@@ -393,7 +394,10 @@ def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
                                todo=todo, counts=store.outcomes(
                                    [c.key for c in matrix.cells if c.key in finished]),
                                parallel=getattr(executor, "parallel", 1))
-            results = executor.run(fn, _noting(claims, store, progress, todo))
+            from optbench.plugins import shipped
+
+            # Workers load this process's plugins.
+            results = executor.run(shipped(fn), _noting(claims, store, progress, todo))
             try:
                 for result in results:
                     with _sigint_deferred():

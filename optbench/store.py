@@ -17,6 +17,10 @@ Tables (read them with `optbench.load(DIR)`):
   belongs to as many matrices and tiers as ask for it, and is stored (and run) once.
 - `curves` (key, step, metric name, value) and `grad_profiles` (key, step, t, norm):
   long format.
+- `optimizers` and `tasks` (name, info JSON): what the report needs of each optimizer and
+  task a matrix here ran (`optbench.describe`), so the store reports where a plugin it
+  used cannot be imported. Added to older stores of the same schema when a matrix is
+  recorded; a store without them reports from the live registries.
 
 Mixing: results from another `PROTOCOL` are incomparable, so a store made under one
 protocol refuses to take cells of another (use a new directory). A different matrix in
@@ -35,7 +39,7 @@ import os
 import sqlite3
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from optbench.cell import PROTOCOL, Cell, Result
@@ -50,8 +54,9 @@ FILENAME = "optbench.sqlite"
 # Bump when a table changes shape; a store with another schema is refused with one line.
 SCHEMA = 1
 
-# Cell fields that become plain columns (hparams stays JSON; its lr gets a column of its own).
-_CONFIG = [f.name for f in fields(Cell) if f.name != "hparams"]
+# Cell fields that become plain columns (hparams stays JSON; its lr gets a column of its own;
+# a plugin cell's code hash is in config_json only).
+_CONFIG = [f.name for f in fields(Cell) if f.name not in ("hparams", "code")]
 _FIGURES = [
     "outcome", "steps_run", "steps_to_solve", "seconds_to_solve", "diverged_step",
     "val_loss", "val_metric", "test_loss", "test_metric",
@@ -74,6 +79,11 @@ CREATE TABLE curves (key TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NUL
 CREATE TABLE grad_profiles (key TEXT NOT NULL, step INTEGER NOT NULL, t INTEGER NOT NULL,
     norm REAL, PRIMARY KEY (key, step, t)) WITHOUT ROWID;
 """
+# The descriptions (optbench.describe): created by the first matrix recorded, so stores of
+# this schema made before them gain them and older optbench versions still open them.
+_DESCRIPTIONS = ("optimizers", "tasks")
+_DESCRIPTIONS_DDL = [f"CREATE TABLE IF NOT EXISTS {t} (name TEXT PRIMARY KEY, info_json TEXT "
+                     "NOT NULL, recorded_at TEXT NOT NULL)" for t in _DESCRIPTIONS]
 
 
 def _now() -> str:
@@ -234,7 +244,30 @@ class Store:
                 "INSERT INTO matrix_cells VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 [(matrix_id, cell.key, tier) for cell, tier in matrix.members],
             )
+            self._record_descriptions(matrix)
         return matrix_id
+
+    def _record_descriptions(self, matrix: "Matrix") -> None:
+        """Describe the matrix's optimizers and tasks (inside record_matrix's transaction)."""
+        from optbench import describe
+
+        optimizers, tasks = describe.for_matrix(matrix)
+        for stmt in _DESCRIPTIONS_DDL:
+            self._conn.execute(stmt)
+        old = self.descriptions()["tasks"]
+        rows = {"optimizers": [(o["name"], o) for o in optimizers],
+                "tasks": [(t["name"], describe.merge_task(old.get(t["name"]), t)) for t in tasks]}
+        for table, items in rows.items():
+            self._conn.executemany(
+                f"INSERT INTO {table} VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "info_json = excluded.info_json, recorded_at = excluded.recorded_at",
+                [(name, json.dumps(info, sort_keys=True), _now()) for name, info in items])
+
+    def descriptions(self) -> dict[str, dict]:
+        """{"optimizers": {name: info}, "tasks": {name: info}} as recorded ({} where not)."""
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        return {t: {name: json.loads(info) for name, info in self._conn.execute(
+            f"SELECT name, info_json FROM {t}")} if t in tables else {} for t in _DESCRIPTIONS}
 
     def put(self, result: Result) -> None:
         """Write one finished cell (config, figures, curves, profiles) in one transaction."""
@@ -324,7 +357,12 @@ class Store:
             .reset_index().rename_axis(columns=None)
         )
         profiles = q(f"SELECT * FROM grad_profiles WHERE 1{where} ORDER BY key, step, t", args)
-        return Results(cells, curves, profiles, members, matrices, self.meta)
+        described = self.descriptions()
+        if described["tasks"]:  # pick_lr reads each row's direction here, not in a registry
+            direction = {n: t["higher_is_better"] for n, t in described["tasks"].items()}
+            cells["higher_is_better"] = cells["task"].map(direction)
+        return Results(cells, curves, profiles, members, matrices, self.meta,
+                       described["optimizers"], described["tasks"])
 
 
 @dataclass
@@ -340,6 +378,9 @@ class Results:
                    asked for and what is still missing.
     matrices:      one row per matrix run here: id, name, digest, config_json, cells, finished.
     meta:          schema, protocol, the optbench version that created the store.
+    optimizers, tasks: name -> the store's description of each optimizer and task it ran
+                   (`optbench.describe`; empty for a store written before them). With task
+                   descriptions, `cells` has a `higher_is_better` column.
     """
 
     cells: "pd.DataFrame"
@@ -348,6 +389,15 @@ class Results:
     members: "pd.DataFrame"
     matrices: "pd.DataFrame"
     meta: dict
+    optimizers: dict = field(default_factory=dict)
+    tasks: dict = field(default_factory=dict)
+
+    @property
+    def catalog(self):
+        """The optimizers and tasks as described here (`optbench.describe.Catalog`)."""
+        from optbench.describe import Catalog
+
+        return Catalog(self.optimizers, self.tasks)
 
     def tier(self, tier: str) -> "pd.DataFrame":
         """The finished cells that belong to `tier` ("defaults" or "tuned") of any matrix here."""

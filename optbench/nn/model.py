@@ -56,7 +56,7 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, head: 
 
     kind: "lstm", "rnn" (tanh) or "gru"; head: "last" (one output per sequence, from
     h_T) or "every" (an output at every step); dtype: "float32", or "float64" for
-    gradient checks (a numpy dtype works too); init: "default" or "chrono" (then
+    gradient checks (a numpy dtype works too); init: "default", "keras" or "chrono" (then
     chrono_tmax, the longest lag to carry, e.g. the sequence length, is required).
     """
     _choice("model kind", kind, CELLS)

@@ -24,7 +24,6 @@ import datetime as _dt
 import os
 import re
 import shutil
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -33,7 +32,6 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from optbench import tasks
 from optbench.errors import UsageError
 from optbench.report import data as D
 from optbench.report import figures as F
@@ -252,8 +250,8 @@ class _Content:
         return len(self.tables[self.tier][D.PROBLEM].drop_duplicates())
 
     def _task_pages(self, task: str) -> list[Page]:
-        t = tasks.get(task)
-        doc = _first_paragraph(sys.modules[type(t).__module__].__doc__)
+        t = self.data.task(task)  # as the store describes it: the plugin need not import
+        doc = t.doc
         pages = []
         for tier in self.tiers:
             table = self.tables[tier][self.tables[tier]["task"] == task]

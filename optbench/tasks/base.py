@@ -146,6 +146,18 @@ class Task:
         """True when the metric counts as solved at this length (see each task)."""
         raise NotImplementedError
 
+    def threshold(self, length: int) -> float | None:
+        """The metric value at which `solved` flips, found by bisection between the
+        memoryless baseline (unsolved) and a perfect score (0 for a loss, 1 for accuracy), so
+        that a report never restates a task's rule. None if the rule is not monotone there."""
+        lo, hi = self.baseline(length), 1.0 if self.higher_is_better else 0.0
+        if self.solved(lo, length) or not self.solved(hi, length):
+            return None
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if self.solved(mid, length) else (mid, hi)
+        return hi
+
     def __repr__(self) -> str:
         return f"<task {self.name}: {self.loss} loss, {self.metric_name} metric, head {self.head}>"
 
