@@ -316,6 +316,10 @@ def run(args) -> int:
     report["env"]["cuda_simulator"] = "cuda" in backends and not _real_gpu()
     if torch is not None:
         report["env"]["torch_threads"] = torch.get_num_threads()
+    report["env"]["torch_status"] = (
+        "left out (--no-torch)" if args.no_torch else
+        f"torch {torch.__version__}" if torch is not None else
+        'not installed (pip install "optbench[compare]"): no torch columns')
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -463,6 +467,8 @@ def _text(report: dict) -> str:
         + f"; load average before the run {env['load_average_1min']:.2f}",
         f"model kernels: {env.get('nn_layout', '?')} layout",
     ]
+    if "torch_threads" not in env and env.get("torch_status"):
+        lines.append(f"torch: {env['torch_status']} ('-' where torch's figure would be)")
     if env.get("cuda_simulator"):
         lines.append("CUDA SIMULATOR (NUMBA_ENABLE_CUDASIM=1): the cuda timings mean nothing")
     if "bandwidth" in report:
@@ -492,20 +498,40 @@ def _text(report: dict) -> str:
     return "\n".join(lines)
 
 
+def disturbed(rows: list[dict], bandwidth: dict) -> list[dict]:
+    """Host rows that moved more than the measured bandwidth although a step moves at least
+    as many bytes as the probe: both then stream from the same memory, and a step cannot
+    beat the probe, so the probe under-measured (another process's load while it ran, or a
+    probe small enough to stay in the caches) and those shares overstate."""
+    from optbench.bandwidth import BYTES_PER_ELEMENT
+
+    probe = BYTES_PER_ELEMENT * bandwidth["n"]
+    return [r for r in rows if not r["backend"].endswith("cuda")
+            and r["params"] * r["bytes_per_param"] >= probe and r["share_of_bandwidth"] > 1.0]
+
+
 def _text_optimizers(report: dict) -> list[str]:
     lines = [
         f"{'optimizer':9} {'backend':14} {'size':>5} {'us/step':>11} {'Gparam/s':>9} "
         f"{'B/param':>7} {'GB/s':>7} {'%bw':>5} {'vs fused':>8} {'1st call s':>10}",
     ]
+    bad = {id(r) for r in disturbed(report["rows"], report["bandwidth"])}
     for r in report["rows"]:
         vs = f"{r['vs_torch_fused']:.2f}x" if r["vs_torch_fused"] is not None else "-"
         lines.append(
             f"{r['optimizer']:9} {r['backend']:14} {'2^' + str(r['log2_size']):>5} "
             f"{r['us_per_step']:11.1f} {r['Gparams_per_s']:9.3f} {r['bytes_per_param']:7d} "
-            f"{r['GBps']:7.1f} {100 * r['share_of_bandwidth']:4.0f}% {vs:>8} "
-            f"{r['first_call_s']:10.3f}"
+            f"{r['GBps']:7.1f} {100 * r['share_of_bandwidth']:4.0f}%{'!' if id(r) in bad else ' '}"
+            f"{vs:>8} {r['first_call_s']:10.3f}"
         )
     lines.append("")
+    if bad:
+        worst = max(100 * r["share_of_bandwidth"] for r in report["rows"] if id(r) in bad)
+        lines.append(f"! {len(bad)} rows moving at least the probe's bytes beat the measured "
+                     f"bandwidth (up to {worst:.0f} %): the probe under-measured, disturbed by "
+                     f"other processes (load average "
+                     f"{report['env'].get('load_average_1min', 0):.2f}) or small enough to stay "
+                     "in the caches (--bandwidth-size); their %bw overstate")
     lines.append("vs fused: torch.optim fused step time / this row's (above 1: faster than torch). "
                  "1st call: compile or cache load, not in us/step.")
     adapter = [r for r in report["rows"] if r.get("over_cpu_us") is not None]

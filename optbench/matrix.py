@@ -70,7 +70,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from optbench.cell import Cell
 from optbench.errors import UsageError
 
@@ -100,6 +100,17 @@ KEYS = {
 }
 HORIZON_KEYS = {"factor": 2.0, "bisect": 1, "solved_fraction": 0.5}
 REQUIRED = ("tasks", "optimizers")
+# Bounds beyond the registries' own checks, so that what passes also runs and is stored:
+# every integer fits the store's 64-bit INTEGER; a matrix stays small enough to plan (a
+# million cells take minutes and gigabytes to expand and record; split larger ones into
+# matrices that share an --out directory); the lr grid stays a grid of float32 numbers
+# (the kernels' precision), and a name is one plain file name (the report's).
+MAX_INT = 2**63 - 1
+MAX_CELLS = 250_000
+MAX_LR_POINTS = 101
+MAX_LR_DECADES = 30.0
+MAX_NAME = 100
+_FLOAT32 = (1.1754944e-38, 3.4028235e38)
 
 # Presets: data in the config format above. Run times on the development machine (2 AMD EPYC
 # cores, shared): `quick` measured 2.1-2.7 min serially and 1.4 min with --workers 2. The
@@ -213,6 +224,9 @@ def from_toml(path: str) -> Matrix:
         raise UsageError(f"cannot read config {path!r}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise UsageError(f"config {path!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                         f"at offset {exc.start})") from None
     config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return expand(config, source=f"config {path!r}",
                   directory=os.path.dirname(os.path.abspath(path)))
@@ -237,9 +251,64 @@ def expand(config: dict, source: str = "config", directory: str | None = None) -
             c.fail(key, "missing (required)")
     cfg = {key: config.get(key, default) for key, default in KEYS.items()}
     norm = _normalise(cfg, c)
+    _check_size(norm, c)
     from optbench.plan import plan
 
-    return Matrix(norm["name"], norm, tuple(plan(norm, {})))
+    matrix = Matrix(norm["name"], norm, tuple(plan(norm, {})))
+    _check_memory(matrix, c)
+    return matrix
+
+
+def count(norm: dict) -> int:
+    """The most members (cell, tier) a normalised config can plan (every horizon search to
+    its max, every grid widened as far as allowed), without expanding it."""
+    tuned = "tuned" in norm["tiers"]
+    lengths = sum(len(_lengths(norm, t)) for t in norm["tasks"])
+    per_seed = lengths * len(norm["models"]) * len(norm["hidden"])
+    per_problem = sum((("defaults" in norm["tiers"]) + tuned * (
+        len(o["lr_grid"]) + 2 * norm["tuning"]["extend"])) for o in norm["optimizers"])
+    confirm = tuned * len(norm["confirm_seeds"]) * per_seed * len(norm["optimizers"])
+    return len(norm["seeds"]) * per_seed * per_problem + confirm
+
+
+def _lengths(norm: dict, task: str) -> list[int]:
+    """Every length of `task` a plan can visit: its fixed lengths, or its horizon search's
+    lengths and bisections."""
+    from optbench.plan import horizon_lengths
+
+    search = horizon_lengths(norm, task)
+    if search is None:
+        return norm["lengths"][task]
+    return search + [search[-1]] * norm["horizon"]["bisect"]
+
+
+def _check_size(norm: dict, c: _Checker) -> None:
+    n = count(norm)
+    if n > MAX_CELLS:
+        c.fail("seeds" if len(norm["seeds"]) > 1000 else "matrix",
+               f"{n:,} cells; at most {MAX_CELLS:,} per matrix (split it into several "
+               "matrices: they can share one --out directory)")
+
+
+def _check_memory(matrix: Matrix, c: _Checker) -> None:
+    """Each distinct cell shape against the machine's memory (one line naming the shape)."""
+    from optbench import cost, machine
+
+    seen = {}
+    longest = {t: max(_lengths(matrix.config, t)) for t in matrix.config["tasks"]}
+    # the longest length a later wave can reach costs the most memory
+    cells = [replace(c, length=longest[c.task]) for c in matrix.cells]
+    for cell in cells:
+        shape = (cell.task, cell.length, cell.model, cell.hidden, cell.batch_size)
+        curves = cell.steps // cell.eval_every
+        if seen.get(shape, -1) < curves:
+            seen[shape] = curves
+            try:
+                machine.check_memory(cost.cell_bytes(cell), f"a cell of {cell.task} "
+                                     f"T={cell.length}, {cell.model}({cell.hidden}), batch "
+                                     f"{cell.batch_size}, {cell.steps:,} steps")
+            except UsageError as exc:
+                c.fail("cells", str(exc))
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -252,9 +321,11 @@ class _Checker:
     def fail(self, key: str, message: str):
         raise UsageError(f"{self.source}: {key}: {message}")
 
-    def int_(self, key, value, low=1):
+    def int_(self, key, value, low=1, high=MAX_INT):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             self.fail(key, f"must be an integer >= {low}; got {value!r}")
+        if value > high:
+            self.fail(key, f"must be at most {high:,}; got {value:,}")
         return value
 
     def positive(self, key, value):
@@ -299,6 +370,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     name = cfg["name"]
     if not isinstance(name, str) or not name.strip():
         c.fail("name", f"must be a non-empty string; got {name!r}")
+    check_name(name, c)
     task_names = c.list_("tasks", cfg["tasks"], lambda k, v: c.choice(k, v, tasks.names()))
 
     def length_list(key, value, task):
@@ -323,7 +395,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     if eval_every > min(steps.values()):
         c.fail("eval_every", f"{eval_every} is more than the step budget {min(steps.values())}")
     seeds = cfg["seeds"]
-    seeds = list(range(c.int_("seeds", seeds))) if isinstance(seeds, int) and not isinstance(
+    seeds = list(range(c.int_("seeds", seeds, high=MAX_CELLS))) if isinstance(seeds, int) and not isinstance(
         seeds, bool) else c.list_("seeds", seeds, lambda k, v: c.int_(k, v, low=0))
     confirm = _confirm_seeds(cfg["confirm_seeds"], seeds, c)
     tiers = c.list_("tiers", cfg["tiers"], lambda k, v: c.choice(k, v, TIERS))
@@ -331,9 +403,11 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     if not isinstance(tuning, dict) or set(tuning) - set(KEYS["tuning"]):
         c.fail("tuning", f"must be a table with keys {', '.join(KEYS['tuning'])}; got {tuning!r}")
     tuning = {**KEYS["tuning"], **tuning}
-    points = c.int_("tuning.lr_points", tuning["lr_points"])
+    points = c.int_("tuning.lr_points", tuning["lr_points"], high=MAX_LR_POINTS)
     decades = c.positive("tuning.lr_decades", tuning["lr_decades"])
     extend = c.int_("tuning.extend", tuning["extend"], low=0)
+    if decades > MAX_LR_DECADES:
+        c.fail("tuning.lr_decades", f"must be at most {MAX_LR_DECADES:g}; got {decades:g}")
     schedule = _schedule(cfg["schedule"], "schedule", c, min(steps.values()))
     return {
         "name": name,
@@ -471,6 +545,11 @@ def _optimizers(raw, c: _Checker, optim, points: int, decades: float, schedule=N
         grid = entry.get("lr_grid")
         grid = lr_grid(lr, points, decades) if grid is None else c.list_(
             f"{key}.lr_grid", grid, c.positive)
+        outside = [x for x in grid if not _FLOAT32[0] <= x <= _FLOAT32[1]]
+        if outside:
+            c.fail(f"{key}.lr_grid" if entry.get("lr_grid") is not None else "tuning.lr_decades",
+                   f"learning rate {outside[0]:g} is outside float32's normal range "
+                   f"({_FLOAT32[0]:g} .. {_FLOAT32[1]:g})")
         normalised = {"name": name, "hparams": hparams, "lr_grid": grid}
         for j, other in enumerate(out):
             if (other["name"], other["hparams"]) == (name, hparams):
@@ -487,6 +566,21 @@ def _like(default, value):
             and len(default) == len(value):
         return [_like(d, v) for d, v in zip(default, value)]
     return value
+
+
+def check_name(name: str, c: _Checker | None = None) -> str:
+    """A matrix name is a report's file name: one plain name, not a path."""
+    bad = (len(name) > MAX_NAME and f"longer than {MAX_NAME} characters"
+           or name in (".", "..") and "not a file name"
+           or any(ch in name for ch in "/\\\0") and "holds a path separator or NUL"
+           or any(ord(ch) < 32 for ch in name) and "holds a control character"
+           or name != name.strip() and "starts or ends with white space")
+    if bad:
+        message = f"{bad}: {name[:40]!r}{'...' if len(name) > 40 else ''}; allowed: a file name"
+        if c is None:
+            raise UsageError(f"matrix name {message}")
+        c.fail("name", message)
+    return name
 
 
 def optimizer_defaults(name: str) -> dict:

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import sqlite3
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
@@ -121,8 +122,13 @@ class Store:
         path = os.path.join(directory, FILENAME)
         if create:
             _check_writable(directory)
+            if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+                raise UsageError(f"{path} is read-only: this run cannot store its cells there "
+                                 "(make it writable, or use another --out directory)")
         elif not os.path.exists(path):
             raise UsageError(f"no results store in {directory!r} (expected {FILENAME})")
+        elif not os.access(path, os.R_OK):
+            raise UsageError(f"{path} cannot be read (permissions)")
         # isolation_level=None: transactions are explicit (`transaction`); WAL lets readers
         # (`load`, a report) read while a run writes; FULL syncs each commit to disk.
         try:
@@ -130,30 +136,41 @@ class Store:
         except sqlite3.Error as exc:
             raise UsageError(f"{path}: cannot open ({exc})") from None
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            if create or _is_wal(path):
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             store = cls(path, conn)
             store._init_or_check(write=create)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
-                raise UsageError(f"{path}: not a readable optbench store ({exc})") from None
+                raise UsageError(f"{path}: {_why(exc)}") from None
             raise
         return store
 
     def _init_or_check(self, write: bool) -> None:
+        # A store made by another process between our look and our DDL would fail the DDL:
+        # look and make in one write transaction (two runs may start into one directory).
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         if not tables and write:
             with self.transaction():
-                for stmt in _DDL.split(";"):
-                    if stmt.strip():
-                        self._conn.execute(stmt)
-                self._conn.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [("schema", str(SCHEMA)), ("protocol", str(PROTOCOL)),
-                     ("optbench", _version()), ("created_at", _now())],
-                )
-            return
+                if not self._conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                    for stmt in _DDL.split(";"):
+                        if stmt.strip():
+                            self._conn.execute(stmt)
+                    self._conn.executemany(
+                        "INSERT INTO meta VALUES (?, ?)",
+                        [("schema", str(SCHEMA)), ("protocol", str(PROTOCOL)),
+                         ("optbench", _version()), ("created_at", _now())],
+                    )
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        if tables:
+            bad = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if bad != "ok":
+                bad = " ".join(bad.replace("*", "").split())[:120]
+                raise UsageError(f"{self.path} is damaged ({bad}); the cells it held cannot be "
+                                 "trusted: move it aside and rerun, or use another --out "
+                                 "directory")
         meta = dict(self._conn.execute("SELECT name, value FROM meta")) if "meta" in tables else {}
         columns = [r[1] for r in self._conn.execute("PRAGMA table_info(cells)")]
         if meta.get("schema") != str(SCHEMA) or columns != CELL_COLUMNS:
@@ -162,11 +179,23 @@ class Store:
                 f"{meta.get('schema', '?')}, made by optbench {meta.get('optbench', '?')}; this "
                 f"optbench reads schema {SCHEMA}): use another --out directory"
             )
-        if write and meta["protocol"] != str(PROTOCOL):
+        if write:
+            self.check_writable(meta)
+
+    def check_writable(self, meta: dict | None = None) -> None:
+        """UsageError, one line, unless a run may add cells here: the store holds results of
+        this optbench's protocol, and it and its directory can be written."""
+        meta = self.meta if meta is None else meta
+        if meta.get("protocol") != str(PROTOCOL):
             raise UsageError(
-                f"{self.path} holds results of protocol {meta['protocol']}, which are not "
+                f"{self.path} holds results of protocol {meta.get('protocol')}, which are not "
                 f"comparable with this optbench's protocol {PROTOCOL}: use another --out directory"
             )
+        directory = os.path.dirname(self.path) or "."
+        if not os.access(self.path, os.W_OK) or not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"{self.path} is read-only: this run cannot store its cells there "
+                             "(make it and its directory writable, or use another --out "
+                             "directory)")
 
     @property
     def meta(self) -> dict:
@@ -284,6 +313,17 @@ class Store:
                 self._conn.execute("SELECT key, outcome, val_metric, steps_to_solve FROM cells"
                                    " WHERE finished_at IS NOT NULL")}
 
+    def outcomes(self, keys) -> Counter:
+        """How many of the cells `keys` finished with each outcome."""
+        counts: Counter = Counter()
+        keys = list(keys)
+        for i in range(0, len(keys), 500):  # SQLite's bound on host parameters
+            part = keys[i:i + 500]
+            counts.update(dict(self._conn.execute(
+                f"SELECT outcome, COUNT(*) FROM cells WHERE finished_at IS NOT NULL AND key IN"
+                f" ({', '.join('?' * len(part))}) GROUP BY outcome", part)))
+        return counts
+
     def finished_keys(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT key FROM cells WHERE finished_at IS NOT NULL")}
 
@@ -380,6 +420,49 @@ def load(directory: str, matrix: str | None = None) -> Results:
     """Read the results store in `directory` (default layout: `results/optbench.sqlite`)."""
     with Store.open(directory, create=False) as store:
         return store.frames(matrix)
+
+
+def _is_wal(path: str) -> bool:
+    """Whether the file's header says WAL (bytes 18-19 are 2): a reader of such a store
+    needs the WAL mode set, and setting it on any other file would write to it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[18:20] == b"\x02\x02"
+
+
+def _why(exc: sqlite3.Error) -> str:
+    """An SQLite error in words a user can act on."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return ("read-only (the store or its directory cannot be written): make it writable, "
+                "or use another --out directory")
+    if "locked" in text or "busy" in text:
+        return f"busy: another process holds it locked for long ({text})"
+    return (f"not a readable optbench store ({text}): move it aside and rerun, or use another "
+            "--out directory")
+
+
+def check_directory(directory: str) -> None:
+    """UsageError, one line, unless `directory` is a writable directory or could be made
+    as one; makes nothing (`run --dry-run`, and bad input refused before any work)."""
+    if os.path.exists(directory):
+        if not os.path.isdir(directory):
+            raise UsageError(f"output directory {directory!r} exists and is not a directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"output directory {directory!r} is not writable")
+        return
+    parent = os.path.dirname(os.path.abspath(directory))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"output directory {directory!r} cannot be created: {parent!r} is "
+                         "not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {directory!r} cannot be created: {parent!r} is "
+                         "not writable")
 
 
 def _check_writable(directory: str) -> None:

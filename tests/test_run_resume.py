@@ -12,7 +12,7 @@ from optbench.store import FILENAME, load
 
 from helpers import TINY_TOML, assert_same_results, run_cli
 
-CELLS = 12  # in TINY_TOML
+CELLS = 12  # in TINY_TOML's first wave (its results add grid points and confirmations)
 # Longer cells (about 0.25 s each here instead of 15 ms) so that an interrupt sent after a
 # given number of stored cells lands mid-run even when the machine is busy; the report is
 # left out: it is written after the last cell, and test_report covers it.
@@ -74,10 +74,11 @@ def test_interrupt_and_resume_equals_an_uninterrupted_run_on_every_executor(tmp_
     n = finished(a)
     out, err = finish(*args)
     assert f"{n} of {CELLS} cells already in the store; running the other {CELLS - n}" in err
-    assert len(load(a).cells) == CELLS and "tier tuned" in out
+    assert "tier tuned" in out
 
     b, c = str(tmp_path / "b"), str(tmp_path / "c")
     finish("--config", str(config), "--out", b, "--dask-local", "2", "--quiet", "--no-report")
     finish("--config", str(config), "--out", c, "--no-report")
+    assert len(load(a).cells) == len(load(c).cells) > CELLS  # later waves ran too
     assert_same_results(a, b)
     assert_same_results(a, c)

@@ -99,7 +99,7 @@ def test_schedules_in_the_config_are_cell_settings_in_the_key():
         {"name": "sgd", "schedule": "constant"}])).cells
     assert [c.hparams.get("schedule", {}).get("kind") for c in table] == ["cosine", "step", None]
     assert table[2].key == mx.expand(_config(optimizers=["sgd"])).cells[0].key
-    variants = [mx.variant(json.dumps(c.to_dict()["hparams"])) for c in table[:2]]
+    variants = [selection.variant(json.dumps(c.to_dict()["hparams"])) for c in table[:2]]
     assert [selection.label("adam", v) for v in variants] == [
         "adam(schedule=cosine)", "adam(schedule=step(every=10))"]
 

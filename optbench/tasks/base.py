@@ -79,11 +79,22 @@ class Task:
     # -- data ------------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         """One batch from `rng` (a numpy Generator): the training stream."""
+        if not isinstance(rng, np.random.Generator):
+            raise UsageError(f"rng must be a numpy Generator (np.random.default_rng(seed)); "
+                             f"got {type(rng).__name__} {rng!r:.40}")
         length = self.check_length(length)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer; got {batch_size!r}")
+        self._check_memory(int(batch_size), length)
         return self._sample(rng, int(batch_size), length)
+
+    def _check_memory(self, batch_size: int, length: int) -> None:
+        from optbench import cost, machine
+
+        machine.check_memory(cost.batch_bytes(self, batch_size, self.steps(length)),
+                             f"a batch of {batch_size:,} {self.name} sequences of length "
+                             f"{length:,}")
 
     def _sample(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         raise NotImplementedError
@@ -96,7 +107,9 @@ class Task:
         if split not in SPLITS:
             raise UsageError(f"split {split!r} unknown; allowed: {', '.join(SPLITS)}")
         stream = streams(seed)[1 + SPLITS.index(split)]
-        return self._held_out(stream, self.check_length(length), split)
+        length = self.check_length(length)
+        self._check_memory(self.val_size if split == "val" else self.test_size, length)
+        return self._held_out(stream, length, split)
 
     def _held_out(self, stream: np.random.SeedSequence, length: int, split: str) -> Batch:
         size = self.val_size if split == "val" else self.test_size
