@@ -8,6 +8,7 @@ independently, with numpy, from the Results written, not from what the report re
 
 import contextlib
 import io
+import os
 import json
 import math
 import re
@@ -297,6 +298,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, setup, args, message
     assert err.startswith("optbench report: error: ") and err.count("\n") == 1
     assert message.format(d=d) in err
     assert not (tmp_path / "reports").exists()  # refused before any work
+
+
+def test_a_report_never_replaces_a_folder_that_is_not_a_reports(tmp_path, capsys):
+    """`--out DIR.pdf` beside the results directory DIR: the report's folder would be DIR,
+    which holds the store; refused, and the store is untouched. A report's own folder is
+    replaced as before."""
+    results = tmp_path / "results"
+    make_store(results, keep=lambda c: c.seed == 0)
+    before = (results / "optbench.sqlite").read_bytes()
+    assert main(["report", str(results), "--out", str(tmp_path / "results.pdf")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a report's folder (it would be replaced)" in err
+    assert (results / "optbench.sqlite").read_bytes() == before
+    assert not (tmp_path / "results.pdf").exists()
+    out = str(tmp_path / "mine.pdf")
+    assert main(["report", str(results), "--out", out]) == 0
+    assert main(["report", str(results), "--out", out]) == 0  # its own folder: replaced
+    assert sorted(os.listdir(tmp_path / "mine")) == [".optbench-report", "figures", "tables"]
 
 
 # -- the hook at the end of `run` ------------------------------------------------------------

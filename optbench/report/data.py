@@ -78,8 +78,10 @@ class Data:
     picked: dict = field(default_factory=dict, repr=False)  # tier -> `at_picked_lr`, memoised
 
     def task(self, name: str):
-        """Task `name` as the store describes it, at the lengths of this matrix."""
-        return self.catalog.task(name, self.config["lengths"].get(name, ()))
+        """Task `name` as the store describes it, at the lengths this matrix ran (a horizon
+        search's lengths are the ones its waves visited)."""
+        lengths = sorted(set(self.members.loc[self.members["task"] == name, "length"]))
+        return self.catalog.task(name, [int(n) for n in lengths])
 
     def tier(self, tier: str) -> pd.DataFrame:
         keys = self.members.loc[self.members["tier"] == tier, "key"]
@@ -264,6 +266,19 @@ def threshold(task, length: int) -> float | None:
 
 
 # -- ranking --------------------------------------------------------------------------------
+def ranked(table: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """The rows of a `problem_table` that the ranking compares: every fixed length, and the
+    lengths a horizon search visits whatever the results (start, start * factor, ...), not
+    its bisections, which only the optimizers bracketed there ran (counting the others as
+    unsolved there would charge them for lengths they never needed)."""
+    from optbench.plan import horizon_lengths
+
+    keep = [L in (horizon_lengths(config, t) or config["lengths"].get(t, [L]))
+            for t, L in zip(table["task"], table["length"])]
+    return table[keep].reset_index(drop=True)
+
+
+
 def performance_profile(table: pd.DataFrame) -> pd.DataFrame:
     """Dolan & More 2002 over the problems of `table` (one tier's `problem_table`).
 
@@ -331,12 +346,25 @@ def ranking(table: pd.DataFrame) -> pd.DataFrame:
 
 def score_intervals(table: pd.DataFrame, resamples: int = stats.RESAMPLES) -> pd.DataFrame:
     """95 % intervals of each entrant's performance-profile score (`ranking`), by a paired
-    percentile bootstrap over seeds: each resample draws seed positions with replacement,
-    the same positions for every (problem, entrant) with that many seeds (seed k fixes the
-    data stream and the initial weights of every entrant alike, so entrants are compared on
-    the same draws), recomputes each cost (lower median steps to solve, unsolved inf), the
-    ratios to the best on each problem and the scores. Columns entrant, score_ci_low,
+    percentile bootstrap over seeds (`resampled_ratios`). Columns entrant, score_ci_low,
     score_ci_high."""
+    profile, ratios = resampled_ratios(table, resamples)
+    area = np.clip(TAU_MAX - ratios, 0.0, None) / (TAU_MAX - 1)
+    rows = []
+    for entrant, idx in profile.groupby("entrant", sort=False).indices.items():
+        lo, hi = stats.percentile_interval(area[:, idx].mean(axis=1))
+        rows.append({"entrant": entrant, "score_ci_low": lo, "score_ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def resampled_ratios(table: pd.DataFrame, resamples: int = stats.RESAMPLES):
+    """(`performance_profile(table)`, ratios): the performance ratios r_ps recomputed on
+    `resamples` bootstrap resamples of the seeds, one row per resample, one column per row of
+    the profile. Each resample draws seed positions with replacement, the same positions for
+    every (problem, entrant) with that many seeds (seed k fixes the data stream and the
+    initial weights of every entrant alike, so entrants are compared on the same draws:
+    a paired bootstrap), and recomputes each cost (the lower median over the drawn seeds of
+    the steps to solve, unsolved inf) and each ratio to the best on its problem."""
     profile = performance_profile(table)
     steps = profile.merge(table[PROBLEM + ["entrant", "steps_by_seed"]],
                           on=PROBLEM + ["entrant"], how="left")
@@ -347,18 +375,28 @@ def score_intervals(table: pd.DataFrame, resamples: int = stats.RESAMPLES) -> pd
             continue
         v = np.asarray(json.loads(by_seed), dtype=float)
         costs[:, i] = stats.lower_median(v[stats.resample_indices(len(v), resamples)], axis=1)
-    area = np.zeros_like(costs)
+    ratios = np.full_like(costs, math.inf)
     for _, idx in steps.groupby(PROBLEM, sort=False).indices.items():
         c = costs[:, idx]
         best = c.min(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(np.isfinite(best), c / best, math.inf)
-        area[:, idx] = np.clip(TAU_MAX - ratio, 0.0, None) / (TAU_MAX - 1)
+            ratios[:, idx] = np.where(np.isfinite(best), c / best, math.inf)
+    return profile, ratios
+
+
+def profile_bands(table: pd.DataFrame, taus, resamples: int = stats.RESAMPLES) -> pd.DataFrame:
+    """Pointwise 95 % bands of each entrant's rho_s(tau) at `taus`, from the bootstrap of
+    `resampled_ratios`: rows entrant, tau, lo, hi."""
+    profile, ratios = resampled_ratios(table, resamples)
+    taus = np.asarray(taus, dtype=float)
     rows = []
-    for entrant, idx in steps.groupby("entrant", sort=False).indices.items():
-        lo, hi = stats.percentile_interval(area[:, idx].mean(axis=1))
-        rows.append({"entrant": entrant, "score_ci_low": lo, "score_ci_high": hi})
-    return pd.DataFrame(rows)
+    for entrant, idx in profile.groupby("entrant", sort=False).indices.items():
+        r = ratios[:, idx]  # (resamples, problems)
+        rho = (r[:, :, None] <= taus[None, None, :]).mean(axis=1)  # (resamples, taus)
+        lo, hi = np.quantile(rho, [0.025, 0.975], axis=0, method="inverted_cdf")
+        rows += [{"entrant": entrant, "tau": t, "lo": a, "hi": b}
+                 for t, a, b in zip(taus, lo, hi)]
+    return pd.DataFrame(rows, columns=["entrant", "tau", "lo", "hi"])
 
 
 def separated_pairs(ranking: pd.DataFrame) -> list[tuple[str, str]]:
@@ -468,6 +506,40 @@ def horizons(table: pd.DataFrame, config: dict) -> pd.DataFrame:
                                                      "tried", "settled"])
 
 
+def separated_horizons(lengths: pd.DataFrame, summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """Pairs (longer, shorter) of horizons told apart beyond the intervals: at some length
+    both were judged on, the 95 % interval of the first's solved fraction lies wholly above
+    the second's. Entrants named with their (task, model, hidden) where a matrix has more
+    than one."""
+    several = len(summary[["task", "model", "hidden"]].drop_duplicates()) > 1
+    pairs = []
+    for line, g in lengths[lengths["search"]].groupby(["task", "model", "hidden"], sort=False):
+        order = summary.set_index(["task", "model", "hidden"]).loc[[line]]
+        order = order.sort_values("horizon", ascending=False, na_position="last")
+        at = {e: x.set_index("length") for e, x in g.groupby("entrant")}
+        names = list(order["entrant"])
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                common = at[a].index.intersection(at[b].index)
+                if any(at[a].loc[n, "ci_low"] > at[b].loc[n, "ci_high"] for n in common):
+                    tag = f" ({line[0]}, {line[1]}({line[2]}))" if several else ""
+                    pairs.append((a + tag, b + tag))
+    return pairs
+
+
+def untuned_against_tuned(defaults: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, entrant) of the defaults tier's `problem_table`: its figures at the
+    default lr beside those of the tuned tier's table (`tuned`, e.g. the confirmation's):
+    lr, solved, seeds, success_ci_low/high and steps_median, each prefixed default_ or
+    tuned_."""
+    keep = ["lr", "solved", "seeds", "success_ci_low", "success_ci_high", "steps_median"]
+    out = defaults[PROBLEM + ["entrant"] + keep].merge(
+        tuned[PROBLEM + ["entrant"] + keep], on=PROBLEM + ["entrant"], how="left",
+        suffixes=("_default", "_tuned"))
+    return out.rename(columns={f"{k}_{w}": f"{w}_{k}" for k in keep
+                               for w in ("default", "tuned")})
+
+
 # -- figures' data --------------------------------------------------------------------------
 def learning_curves(data: Data, tier: str = "tuned") -> pd.DataFrame:
     """The validation metric over training at the picked lr: per (problem, entrant, step),
@@ -505,6 +577,24 @@ def learning_curves(data: Data, tier: str = "tuned") -> pd.DataFrame:
     return data.ordered(pd.DataFrame(rows), "step")
 
 
+def seed_curves(data: Data, tier: str = "tuned") -> pd.DataFrame:
+    """Every seed's validation metric over training at the picked lr, as stored: one row per
+    (problem, entrant, seed, evaluation) with `step`, `train_s` (training seconds so far:
+    evaluation and compilation excluded) and `val_metric`; a diverged run's last row is
+    its divergence (`diverged` True)."""
+    at = at_picked_lr(data, tier)
+    cols = ["key", "step", "val_metric"] + (["train_s"] if "train_s" in
+                                           data.results.curves else [])
+    curves = data.results.curves[cols].merge(
+        at[PROBLEM + ["entrant", "key", "seed", "diverged_step", "lr"]], on="key")
+    if "train_s" not in curves:
+        curves["train_s"] = np.nan
+    curves["diverged"] = curves["step"] == curves["diverged_step"]
+    out = curves[PROBLEM + ["entrant", "lr", "seed", "step", "train_s", "val_metric",
+                            "diverged"]]
+    return data.ordered(out, "seed", "step")
+
+
 def lr_sensitivity(data: Data) -> pd.DataFrame:
     """Final validation metric against lr in the tuned tier: per (problem, entrant, lr), the
     median over the seeds that did not diverge (`val_median`, NaN if all did), `seeds`,
@@ -527,11 +617,15 @@ def lr_sensitivity(data: Data) -> pd.DataFrame:
 def success_grid(table: pd.DataFrame, task: str, entrants: list[str]) -> pd.DataFrame:
     """Success rate (solved seeds / seeds at the picked lr) of each entrant (rows, in
     `entrants` order) at each (model, hidden, length) of `task` (columns), with the
-    counts ("2/3") in a second frame: returns (rates, counts)."""
+    counts and their 95 % interval ("2/3\n21%-94%") in a second frame: returns (rates,
+    counts)."""
     t = table[table["task"] == task].copy()
     t["column"] = [problem_label(None, L, m, h, short=True)
                    for L, m, h in zip(t["length"], t["model"], t["hidden"])]
-    t["count"] = [f"{s}/{n}" for s, n in zip(t["solved"], t["seeds"])]
+    t["count"] = [f"{s}/{n}\n{lo:.0%}-{hi:.0%}" if "success_ci_low" in t else f"{s}/{n}"
+                  for s, n, lo, hi in zip(t["solved"], t["seeds"],
+                                          t.get("success_ci_low", t["solved"]),
+                                          t.get("success_ci_high", t["solved"]))]
     columns = list(dict.fromkeys(t.sort_values(["model", "hidden", "length"])["column"]))
     rows = [e for e in entrants if e in set(t["entrant"])]
     rates = t.pivot(index="entrant", columns="column", values="success").reindex(

@@ -96,7 +96,27 @@ def check_out(out: str) -> str:
         raise UsageError(f"--out {out!r}: cannot create {parent!r} ({exc.strerror})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out!r}: {parent!r} is not writable")
+    companion = os.path.splitext(os.path.abspath(out))[0]
+    if os.path.isdir(companion) and not _is_report_folder(companion):
+        # A new report replaces the folder beside its PDF whole: never one that holds
+        # anything else (a results store: `--out results.pdf` beside `results/`).
+        raise UsageError(f"--out {out!r}: the report's tables and figures go to {companion!r}, "
+                         "which exists and is not a report's folder (it would be replaced); "
+                         "give another --out")
+    if os.path.exists(companion) and not os.path.isdir(companion):
+        raise UsageError(f"--out {out!r}: {companion!r} exists and is not a folder; the "
+                         "report's tables and figures go there: give another --out")
     return out
+
+
+# What a report's folder holds (tables/, figures/, and a marker saying a report made it).
+_REPORT_ENTRIES = {"tables", "figures"}
+_MARKER = ".optbench-report"
+
+
+def _is_report_folder(path: str) -> bool:
+    entries = set(os.listdir(path))
+    return _MARKER in entries or entries <= _REPORT_ENTRIES
 
 
 def build(directory: str, out: str | None = None, matrix: str | None = None,
@@ -120,6 +140,10 @@ def build(directory: str, out: str | None = None, matrix: str | None = None,
         pdf = os.path.join(stage, os.path.basename(out))
         folder = os.path.join(stage, os.path.basename(companion))
         content = _Content(data, bench, kernels)
+        os.makedirs(folder)
+        with open(os.path.join(folder, _MARKER), "w") as f:
+            f.write(f"made by optbench's report of matrix {data.name}; the next report of "
+                    "this path replaces this folder whole\n")
         tables = content.write_tables(os.path.join(folder, "tables"))
         pages = content.plan()
         figures = _render(pages, pdf, os.path.join(folder, "figures"), content)
@@ -184,12 +208,21 @@ class _Content:
         self.data, self.bench, self.kernels_path = data, bench, kernels_path
         self.tiers = data.tiers
         self.tables = {t: D.problem_table(data, t) for t in self.tiers}
-        self.rankings = {t: D.ranking(self.tables[t]) for t in self.tiers}
-        self.profiles = {t: D.profile_curves(D.performance_profile(self.tables[t]))
+        # The ranking compares the lengths every optimizer was judged on (D.ranked).
+        ranked = {t: D.ranked(self.tables[t], data.config) for t in self.tiers}
+        self.rankings = {t: D.ranking(ranked[t]) for t in self.tiers}
+        self.profiles = {t: D.profile_curves(D.performance_profile(ranked[t]))
                          for t in self.tiers}
-        # Figures show the tuned tier; a matrix of defaults only shows its defaults.
-        self.tier = "tuned" if "tuned" in self.tiers else self.tiers[0]
+        self.bands = {t: D.profile_bands(ranked[t], sorted(set(self.profiles[t]["tau"])))
+                      for t in self.tiers}
+        # Figures show the tuned lr on the confirmation seeds where there are some, else on
+        # the tuning seeds; a matrix of defaults only shows its defaults.
+        self.tier = next(t for t in ("confirm", "tuned", "defaults") if t in self.tiers)
+        search = bool(data.config["horizon"]["tasks"])
+        self.lengths = D.horizon_table(data) if search else None
+        self.horizons = D.horizons(self.lengths, data.config) if search else None
         self.curves = D.learning_curves(data, self.tier)
+        self.seeds = D.seed_curves(data, self.tier)
         self.flow = D.grad_flow(data, self.tier)
         self.sensitivity = D.lr_sensitivity(data) if "tuned" in self.tiers else None
         self.winners = D.winners(self.tables[self.tier])
@@ -206,6 +239,15 @@ class _Content:
             paths += T.write(directory, f"ranking_{tier}", self.rankings[tier],
                              [("ranking", T.ranking_display(self.rankings[tier]))],
                              f"{self.data.name}: ranking, tier {tier}")
+        if self.horizons is not None and len(self.horizons):
+            sections = [(f"{task}, {model}({hidden})", T.horizon_display(
+                h, self.lengths.set_index(["task", "model", "hidden"]).loc[[(task, model, hidden)]]
+                .reset_index())) for (task, model, hidden), h in self.horizons.groupby(
+                    ["task", "model", "hidden"], sort=False)]
+            paths += T.write(directory, "horizons", self.horizons, sections,
+                             f"{self.data.name}: horizons (the longest length solved)")
+            paths += T.write(directory, "horizon_lengths", self.lengths, [],
+                             f"{self.data.name}: every length tried")
         paths += T.write(directory, f"winners_{self.tier}", self.winners,
                          [("per problem", T.winners_display(self.winners))],
                          f"{self.data.name}: fastest and best per problem, tier {self.tier}")
@@ -218,9 +260,18 @@ class _Content:
     # -- pages -------------------------------------------------------------------------------
     def plan(self) -> list[Page]:
         pages = [Page("title", "title", f"optbench report: matrix {self.data.name}", "",
-                      self._title_page),
-                 Page("summary", "ranking", "Summary: which optimizer, across all problems",
-                      _RANKING_CAPTION.format(tau=D.TAU_MAX), self._ranking_page)]
+                      self._title_page)]
+        if self.horizons is not None and len(self.horizons):
+            pages.append(Page("summary", "horizons",
+                              "The answer: how long a dependency each optimizer learns",
+                              _HORIZON_CAPTION.format(
+                                  seeds=D.SEEDS[self.lengths["seeds_from"].iloc[0]],
+                                  fraction=self.data.config["horizon"]["solved_fraction"])
+                              + self._differences("horizon"),
+                              self._horizon_page, "summary-horizons"))
+        pages.append(Page("summary", "ranking", "Summary: which optimizer, across all problems",
+                          _RANKING_CAPTION.format(tau=D.TAU_MAX) + self._differences("score"),
+                          self._ranking_page))
         chunks = self._winner_chunks()
         if self._winners_on_summary():  # they fit under the rankings
             pages[-1].caption += "\n\n" + _WINNERS_CAPTION.format(tier=self.tier)
@@ -233,6 +284,10 @@ class _Content:
         pages.append(Page("summary", "profiles", "Performance profiles",
                           _PROFILE_CAPTION.format(n=self._problems(), tau=D.TAU_MAX),
                           self._profile_page, "summary-profiles"))
+        if "defaults" in self.tiers and self.tier != "defaults":
+            pages.append(Page("summary", "untuned", "Untuned against tuned",
+                              _UNTUNED_CAPTION.format(tuned=_TIER[self.tier]),
+                              self._untuned_page))
         for task in self._tasks():
             pages += self._task_pages(task)
         if self.bench is not None:
@@ -273,14 +328,15 @@ class _Content:
         better = "Higher" if t.higher_is_better else "Lower"
         scale = "linear scale" if t.higher_is_better else "log scale"
         chunks = _chunks(problems, PANELS_PER_PAGE)
-        for i, chunk in enumerate(chunks):
-            keys = [p for p, _ in chunk]
-            pages.append(Page(task, "curves", _numbered(f"{task}: learning curves", i,
-                                                        len(chunks)),
-                              _CURVES_CAPTION.format(tier=_TIER_SHORT[tier], metric=t.metric_name,
-                                                     better=better, scale=scale),
-                              lambda fig, k=keys: self._curves_page(fig, k),
-                              f"{task}-curves{_suffix(i)}"))
+        for x, what in (("step", "steps"), ("train_s", "time")):
+            for i, chunk in enumerate(chunks):
+                keys = [p for p, _ in chunk]
+                pages.append(Page(task, f"curves-{what}", _numbered(
+                    f"{task}: learning curves against training {what}", i, len(chunks)),
+                    _CURVES_CAPTION[x].format(tier=_TIER_SHORT[tier], metric=t.metric_name,
+                                              better=better, scale=scale),
+                    lambda fig, k=keys, x=x: self._curves_page(fig, k, x),
+                    f"{task}-curves{'' if x == 'step' else '-time'}{_suffix(i)}"))
         if self.sensitivity is not None:
             sens = list(self.sensitivity[self.sensitivity["task"] == task].groupby(
                 D.PROBLEM, sort=False))
@@ -398,7 +454,33 @@ class _Content:
         return shown
 
     def _profile_page(self, fig) -> None:
-        F.performance_profiles(fig, self.profiles, self.rankings, self.colour)
+        F.performance_profiles(fig, self.profiles, self.rankings, self.colour, self.bands)
+
+    def _horizon_page(self, fig) -> None:
+        F.horizons(fig, self.lengths, self.horizons, self.colour, self.data.entrants)
+
+    def _differences(self, what: str, limit: int = 10) -> str:
+        """The caption's sentence on which differences lie beyond the 95 % intervals."""
+        if what == "horizon":
+            pairs = D.separated_horizons(self.lengths, self.horizons)
+            unit = "horizons"
+        else:
+            pairs = D.separated_pairs(self.rankings[self.tier])
+            unit = f"scores (tier {self.tier})"
+        if not pairs:
+            return (f"\n\nNo two {unit} differ beyond their 95 % intervals at the seeds run: "
+                    "the order above may be seed luck.")
+        shown = "; ".join(f"{a} > {b}" for a, b in pairs[:limit])
+        more = f"; and {len(pairs) - limit} more pairs" if len(pairs) > limit else ""
+        return f"\n\nDifferences beyond the 95 % intervals, {unit}: {shown}{more}."
+
+    def _untuned_page(self, fig) -> None:
+        blocks = []
+        for problem, rows in D.untuned_against_tuned(self.tables["defaults"],
+                                                     self.tables[self.tier]).groupby(
+                                                         D.PROBLEM, sort=False):
+            blocks.append((D.problem_label(*problem), T.untuned_display(rows)))
+        _tables(fig, blocks[:TABLES_PER_PAGE + 1])
 
     def _tables_page(self, fig, chunk) -> None:
         _tables(fig, [(T.problem_heading(rows), T.problem_display(rows)) for _, rows in chunk])
@@ -407,9 +489,10 @@ class _Content:
         rates, counts = D.success_grid(self.tables[self.tier], task, self.data.entrants)
         F.success_heatmap(fig, rates, counts)
 
-    def _curves_page(self, fig, keys) -> None:
+    def _curves_page(self, fig, keys, x: str = "step") -> None:
         c = self.curves.set_index(D.PROBLEM).loc[keys].reset_index()
-        F.learning_curves(fig, c, self.tables[self.tier], self.colour)
+        seeds = self.seeds.set_index(D.PROBLEM).loc[keys].reset_index()
+        F.learning_curves(fig, c, self.tables[self.tier], self.colour, seeds, x)
 
     def _lr_page(self, fig, keys) -> None:
         s = self.sensitivity.set_index(D.PROBLEM).loc[keys].reset_index()
@@ -530,14 +613,20 @@ def _text_block(fig, x: float, y: float, width: float, lines: list[str]) -> None
 # -- text ------------------------------------------------------------------------------------
 def _matrix_lines(cfg: dict) -> list[tuple[str, str]]:
     lengths = cfg["lengths"]
+    search = cfg["horizon"]["tasks"]
     opts = ", ".join(f"{o['name']} (lr {', '.join(f'{x:.3g}' for x in o['lr_grid'])}; "
                      f"default {o['hparams']['lr']:.3g})" for o in cfg["optimizers"])
+    h = cfg["horizon"]
     return [
-        ("tasks and lengths T", "; ".join(f"{t}: {', '.join(map(str, lengths[t]))}"
-                                          for t in cfg["tasks"])),
+        ("tasks and lengths T", "; ".join(
+            f"{t}: searched from {search[t]['start']} to at most {search[t]['max']} (x"
+            f"{h['factor']:g}, {h['bisect']} bisection)" if t in search else
+            f"{t}: {', '.join(map(str, lengths[t]))}" for t in cfg["tasks"])),
         ("models", ", ".join(f"{m}({h})" for m in cfg["models"] for h in cfg["hidden"])),
         ("optimizers (lr grid)", opts),
-        ("seeds", ", ".join(map(str, cfg["seeds"]))),
+        ("seeds", ", ".join(map(str, cfg["seeds"])) + " (tuning)" + (
+            f"; {', '.join(map(str, cfg['confirm_seeds']))} (confirmation: the tuned lr rerun"
+            " on seeds that did not choose it)" if cfg["confirm_seeds"] else "")),
         ("step budget", "; ".join(f"{t}: {s}" for t, s in cfg["steps"].items())),
         ("batch size, evaluation every", f"{cfg['batch_size']}, {cfg['eval_every']} steps"),
         ("clipping", f"global norm {cfg['clip_norm'] or 'off'}, value "
@@ -545,8 +634,10 @@ def _matrix_lines(cfg: dict) -> list[tuple[str, str]]:
         ("init", cfg["init"]),
         ("tiers", ", ".join(f"{t} ({_TIER[t]})" for t in cfg["tiers"])),
         ("tuning rule", "per (task, length, model, optimizer) the lr with the best median "
-                        "over seeds on the validation set: solved seeds by steps to solve, "
-                        "then final validation metric (DeepOBS, Schneider et al. 2019)"),
+                        "over the tuning seeds on the validation set: solved seeds by steps to "
+                        "solve, then final validation metric (DeepOBS, Schneider et al. 2019); "
+                        f"a grid widens by up to {cfg['tuning']['extend']} points a side while "
+                        "its best lr lies at that edge"),
     ]
 
 
@@ -582,23 +673,50 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "report"
 
 
-_TIER = {"tuned": "lr tuned on the validation set", "defaults": "default hyper-parameters"}
-_TIER_SHORT = {"tuned": "the tuned learning rate", "defaults": "the default learning rate"}
+_TIER = {"confirm": "tuned lr, rerun on fresh seeds",
+         "tuned": "lr tuned on the validation set, on the seeds that chose it",
+         "defaults": "default hyper-parameters"}
+_TIER_SHORT = {"confirm": "the tuned learning rate on the confirmation seeds",
+               "tuned": "the tuned learning rate", "defaults": "the default learning rate"}
 
 _TABLE_CAPTION = {
+    "confirm": "One row per optimizer at the learning rate the tuning rule picked on the "
+               "tuning seeds' validation sets, rerun on confirmation seeds that took no part "
+               "in choosing it: these figures are free of the selection's optimism.",
     "tuned": "One row per optimizer at the learning rate the tuning rule picked on the "
-             "validation set (of the lrs tried), over the seeds run at that lr.",
+             "validation set (of the lrs tried), over the tuning seeds, the ones that chose "
+             "it (optimistic where there are confirmation seeds: compare that tier).",
     "defaults": "One row per optimizer at its default hyper-parameters (torch.optim's), "
                 "untuned: what a user who does not tune gets.",
 }
 _TABLE_COMMON = (
+    "lr: the picked learning rate, how many were tried, and whether it lies at the low or "
+    "high edge of the (widened) grid, where the best lr may lie beyond. "
     "solved: seeds that met the task's solved rule on the validation set within the step "
-    "budget. steps, seconds: median steps and training seconds to solve, over the solved "
-    "seeds (seconds exclude evaluation and compilation and vary with the machine's load). "
-    "diverged: seeds stopped for a NaN, an inf or an exploding loss. test: median and "
-    "interquartile range over the seeds that did not diverge, on the held-out test set. The "
-    "last row is the memoryless baseline, the best a model without memory can score. "
-    "* marks a row based on fewer cells than planned (the run is incomplete)."
+    "budget, with the 95 % Wilson interval of the success rate. steps, seconds: median steps "
+    "(with its 95 % bootstrap interval over seeds) and training seconds to solve, over the "
+    "solved seeds (seconds exclude evaluation and compilation and vary with the machine's "
+    "load). diverged: seeds stopped for a NaN, an inf or an exploding loss. test: median "
+    "over the seeds that did not diverge, on the held-out test set, with its 95 % bootstrap "
+    "interval. The last row is the memoryless baseline, the best a model without memory "
+    "can score. * marks a row based on fewer cells than planned (the run is incomplete)."
+)
+_HORIZON_CAPTION = (
+    "For each optimizer (rows) the longest sequence length T it learns within the step "
+    "budget (bar): lengths grow from the search's start while it passes, and after its first "
+    "failure one length between the last pass and the failure is tried. A length passes when "
+    "at least {fraction:.0%} of the {seeds} solved it at the learning rate tuned for that "
+    "length (a filled dot; an x: failed); beside each dot, solved/seeds and the 95 % Wilson "
+    "interval of that fraction. An arrow: the optimizer passed the longest length searched, "
+    "so its horizon may lie beyond. Per-length tables: tables/horizons and "
+    "tables/horizon_lengths."
+)
+_UNTUNED_CAPTION = (
+    "Each optimizer untuned (its default hyper-parameters, on the tuning seeds) beside "
+    "itself with the {tuned}: solved seeds with the 95 % interval of the rate, and median "
+    "steps to solve. The first optimizer of the matrix is the set-up under test where a "
+    "preset names one (the seed preset: the Keras program's Adam); the best tuned row says "
+    "how much a tuned optimizer changes the answer."
 )
 _RANKING_CAPTION = (
     "Ranking over all problems (task x length x model) of each tier. score: the area under "
@@ -634,15 +752,21 @@ _SUCCESS_CAPTION = (
     "is solved seeds / seeds. Read along a row: where the colour fades is the dependency "
     "length at which that optimizer stops learning the task within the budget."
 )
-_CURVES_CAPTION = (
-    "Validation {metric} against training steps at {tier} of each optimizer (in the "
-    "legend): the line is the median over seeds, the band spans the 25th to 75th "
-    "percentile (with three seeds, the range). A run stops at its first evaluation that "
-    "meets the solved rule and keeps that value afterwards; a run that diverged counts as "
-    "the worst value from then on, so a line that ends early means at least half the seeds "
-    "diverged. Dashed: the memoryless baseline; dotted: the solved threshold. {better} is "
-    "better ({scale})."
-)
+_CURVES_CAPTION = {
+    "step": (
+        "Validation {metric} against training steps at {tier} of each optimizer (in the "
+        "legend): a thin line per seed, the thick line the median over seeds. A run stops at "
+        "its first evaluation that meets the solved rule (the median keeps that value "
+        "afterwards); a run that diverged ends in a cross on the top edge and counts as the "
+        "worst value from then on, so a median that ends early means at least half the "
+        "seeds diverged. Dashed: the memoryless baseline; dotted: the solved threshold. "
+        "{better} is better ({scale})."),
+    "train_s": (
+        "The same runs against training seconds (evaluation and compilation excluded): what "
+        "a step costs each optimizer, and how soon in time each seed reaches the threshold. "
+        "Seconds depend on the machine and its load (the title page names the machine). "
+        "{better} is better ({scale})."),
+}
 _LR_CAPTION = (
     "Final validation {metric} against the learning rate (log scale), per optimizer: the "
     "median over the seeds that did not diverge. The star marks the lr the tuning rule "

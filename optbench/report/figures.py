@@ -103,26 +103,42 @@ def _dedupe(handles_labels: list[tuple], order: dict | None = None) -> tuple[lis
 
 
 # -- learning curves -------------------------------------------------------------------------
-def learning_curves(fig, curves: pd.DataFrame, table: pd.DataFrame, colour: dict) -> None:
-    """One panel per problem: median validation metric against step, band over seeds."""
+def learning_curves(fig, curves: pd.DataFrame, table: pd.DataFrame, colour: dict,
+                    seeds: pd.DataFrame | None = None, x: str = "step") -> None:
+    """One panel per problem: each seed's validation metric (thin lines, `seeds`: from
+    `data.seed_curves`; a cross where a run diverged) and the median over seeds (thick)
+    against the training step, or against training seconds (`x="train_s"`: the seeds only,
+    since their evaluations fall at different times)."""
     groups = list(curves.groupby(PROBLEM, sort=False))
     found = []
     for ax, (problem, g) in zip(panels(fig, len(groups)), groups):
         info = _info(table, problem)
-        lo_lim, hi_lim = _metric_axis(ax, info, g[["median", "lo", "hi"]].to_numpy().ravel())
+        mine = None if seeds is None else seeds.set_index(PROBLEM).loc[[problem]].reset_index()
+        values = g["median"].to_numpy() if mine is None else mine["val_metric"].to_numpy()
+        lo_lim, hi_lim = _metric_axis(ax, info, np.concatenate([values, g["median"]]))
         for entrant, e in g.groupby("entrant", sort=False):
             c = colour[entrant]
-            lo = np.clip(e["lo"].to_numpy(float), lo_lim, hi_lim)  # an inf leaves the plot
-            hi = np.clip(e["hi"].to_numpy(float), lo_lim, hi_lim)
-            med = e["median"].to_numpy(float)
-            med = np.where(np.isfinite(med), med, np.nan)
-            ax.fill_between(e["step"], lo, hi, color=c, alpha=0.18, lw=0)
-            line, = ax.plot(e["step"], med, color=c, lw=1.6)
+            if mine is not None:
+                for _, run in mine[mine["entrant"] == entrant].groupby("seed"):
+                    v = np.clip(run["val_metric"].to_numpy(float), lo_lim, hi_lim)
+                    ax.plot(run[x], v, color=c, lw=0.7, alpha=0.55)
+                    gone = run[run["diverged"]]
+                    ax.plot(gone[x], np.full(len(gone), hi_lim), "x", color=c, ms=6,
+                            clip_on=False)
+            if x == "step":
+                med = e["median"].to_numpy(float)
+                line, = ax.plot(e["step"], np.where(np.isfinite(med), med, np.nan), color=c,
+                                lw=2.0)
+            else:
+                line = Line2D([], [], color=c, lw=2.0)
             found.append((line, entrant))
         found += [(h, h.get_label()) for h in _reference_lines(ax, info)]
         ax.set_title(problem_label(*problem), fontsize=FONT + 1)
-        ax.set_xlabel("training step", fontsize=FONT)
+        ax.set_xlabel("training step" if x == "step" else
+                      "training seconds (evaluation and compilation excluded)", fontsize=FONT)
         ax.grid(alpha=0.3)
+    if seeds is not None:
+        found.append((Line2D([], [], ls="", marker="x", color="0.3", ms=6), "diverged"))
     _legend(fig, *_dedupe(found, colour))
 
 
@@ -212,15 +228,26 @@ def grad_flow(fig, flow: pd.DataFrame, entrants: list[str], lrs: dict[str, float
 LINE_STYLES = ("-", "--", "-.", ":")
 
 
+def _score_text(ranking: pd.DataFrame, entrant: str) -> str:
+    """'0.75 [0.61-0.80]': the score and its interval where the ranking has one."""
+    r = ranking.set_index("entrant")
+    if entrant not in r.index:
+        return "-"
+    row = r.loc[entrant]
+    if "score_ci_low" in r and not pd.isna(row["score_ci_low"]):
+        return f"{row['score']:.2f} [{row['score_ci_low']:.2f}-{row['score_ci_high']:.2f}]"
+    return f"{row['score']:.2f}"
+
+
 def performance_profiles(fig, curves: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame],
-                         colour: dict) -> None:
-    """A panel per tier: rho_s(tau) against tau (log2 x); one legend beside them gives each
-    entrant's score in every tier (one legend per panel, below it, squeezed the panels once
-    labels were long). Overlapping steps stay visible: every entrant has its own line
-    style, and the first ones are drawn wider, underneath."""
+                         colour: dict, bands: dict[str, pd.DataFrame] | None = None) -> None:
+    """A panel per tier: rho_s(tau) against tau (log2 x), with each entrant's pointwise 95 %
+    band (`bands`: from `data.profile_bands`) shaded; one legend beside them gives each
+    entrant's score and its interval in every tier (one legend per panel, below it,
+    squeezed the panels once labels were long). Overlapping steps stay visible: every
+    entrant has its own line style, and the first ones are drawn wider, underneath."""
     axes = panels(fig, len(curves), sharey=True)
     names = list(colour)
-    score = {tier: scores[tier].set_index("entrant")["score"] for tier in curves}
     found = {}
     for ax, (tier, c) in zip(axes, curves.items()):
         for entrant in [n for n in names if n in set(c["entrant"])]:
@@ -229,6 +256,10 @@ def performance_profiles(fig, curves: dict[str, pd.DataFrame], scores: dict[str,
             found[entrant], = ax.step(
                 e["tau"], e["rho"], where="post", color=colour[entrant],
                 ls=LINE_STYLES[i % len(LINE_STYLES)], lw=max(1.2, 3.4 - 0.4 * i), zorder=2 + i)
+            band = None if bands is None else bands[tier][bands[tier]["entrant"] == entrant]
+            if band is not None and len(band):
+                ax.fill_between(band["tau"], band["lo"], band["hi"], step="post",
+                                color=colour[entrant], alpha=0.12, lw=0, zorder=1)
         ax.axvline(TAU_MAX, color="0.3", ls=":", lw=1)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(LogLocator(base=2))
@@ -238,8 +269,7 @@ def performance_profiles(fig, curves: dict[str, pd.DataFrame], scores: dict[str,
         ax.set_title(f"tier {tier}", fontsize=FONT + 1)
         ax.set_xlabel("tau: within this factor of the fewest steps to solve", fontsize=FONT)
         ax.grid(alpha=0.3)
-    labels = [f"{e}: " + " / ".join(f"{score[t][e]:.2f}" if e in score[t] else "-"
-                                    for t in curves) for e in found]
+    labels = [f"{e}: " + " / ".join(_score_text(scores[t], e) for t in curves) for e in found]
     _legend(fig, list(found.values()), labels,
             title=f"optimizer: score ({' / '.join(curves)})")
     axes[0].set_ylabel("share of problems solved within tau", fontsize=FONT)
@@ -284,3 +314,51 @@ def kernel_throughput(fig, rows: pd.DataFrame, bandwidth: dict) -> None:
         ax.tick_params(labelsize=FONT)
     left.legend(*_dedupe(found), fontsize=FONT, frameon=False, loc="upper left",
                 bbox_to_anchor=(0.0, -0.14), ncols=3)
+
+
+# -- horizons ----------------------------------------------------------------------------------
+def horizons(fig, lengths: pd.DataFrame, summary: pd.DataFrame, colour: dict,
+             entrants: list[str]) -> None:
+    """One panel per (task, model, hidden) whose length is searched: per entrant (rows), a
+    bar up to its horizon (the longest length it passed; an arrow where it passed the
+    search's max, so its horizon may lie beyond), and a marker at every length tried: filled
+    where it passed, an x where it failed, with the solved fraction of the seeds that judged
+    it and its 95 % interval (`data.horizon_table`, `data.horizons`)."""
+    groups = list(lengths[lengths["search"]].groupby(["task", "model", "hidden"], sort=False))
+    axes = panels(fig, len(groups))
+    for ax, ((task, model, hidden), g) in zip(axes, groups):
+        rows = [e for e in entrants if e in set(g["entrant"])][::-1]  # the first on top
+        where = summary.set_index(["task", "model", "hidden", "entrant"])
+        tried = sorted(set(g["length"]))
+        for y, entrant in enumerate(rows):
+            c = colour[entrant]
+            h = where.loc[(task, model, hidden, entrant)]
+            if not math.isnan(h["horizon"]):
+                ax.barh(y, h["horizon"] - tried[0] / 2, left=tried[0] / 2, height=0.5,
+                        color=c, alpha=0.35, lw=0)
+                if h["bound"] == ">=":
+                    ax.plot(h["horizon"] * 1.12, y, ">", color=c, ms=9)
+            e = g[g["entrant"] == entrant]
+            for r in e.itertuples(index=False):
+                passed = r.passed is True
+                ax.plot(r.length, y, "o" if passed else "X", ms=8, mec="black", mew=0.6,
+                        color=c if passed else "white")
+                if r.solved is not None and not pd.isna(r.solved):
+                    ax.annotate(f"{int(r.solved)}/{r.seeds}\n{r.ci_low:.0%}-{r.ci_high:.0%}",
+                                (r.length, y), xytext=(0, -9), textcoords="offset points",
+                                ha="center", va="top", fontsize=FONT - 2.5, color="0.25")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(tried, [str(t) for t in tried], fontsize=FONT - 1)
+        ax.minorticks_off()
+        ax.set_xlim(tried[0] / 2, tried[-1] * 1.4)
+        ax.set_yticks(range(len(rows)), [wrap(r) for r in rows], fontsize=FONT)
+        ax.set_ylim(-0.8, len(rows) - 0.4)
+        ax.set_xlabel("sequence length T (the lag to learn)", fontsize=FONT)
+        ax.set_title(f"{task}, {model}({hidden})", fontsize=FONT + 1)
+        ax.grid(alpha=0.3, axis="x")
+    keys = [Line2D([], [], ls="", marker="o", color="0.6", mec="black", mew=0.6, ms=8),
+            Line2D([], [], ls="", marker="X", color="white", mec="black", mew=0.6, ms=8),
+            Patch(color="0.6", alpha=0.35),
+            Line2D([], [], ls="", marker=">", color="0.4", ms=9)]
+    _legend(fig, keys, ["passed", "failed", "horizon: longest length passed",
+                        "passed the search's longest length"])

@@ -38,22 +38,38 @@ def problem_heading(rows: pd.DataFrame) -> str:
             f"{num(r['baseline'])}{solved}")
 
 
+def interval(lo, hi, fmt: str = ".4g") -> str:
+    """'[a-b]' for a 95 % interval; '' where there is none."""
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return ""
+    return f"[{num(lo, fmt)}-{num(hi, fmt)}]"
+
+
 def problem_display(rows: pd.DataFrame) -> pd.DataFrame:
-    """One problem's rows of a `problem_table` as strings, with the baseline as the last row."""
+    """One problem's rows of a `problem_table` as strings, with the baseline as the last row:
+    each figure with its 95 % interval in brackets; an lr at the grid's edge says so."""
     metric = rows["metric"].iloc[0]
+    has = "success_ci_low" in rows
+    edges = rows["edge"] if "edge" in rows else [""] * len(rows)
     out = pd.DataFrame({
         "optimizer": [e + (INCOMPLETE if s < sp or n < npl else "") for e, s, sp, n, npl in zip(
             rows["entrant"], rows["seeds"], rows["seeds_planned"], rows["lrs"],
             rows["lrs_planned"])],
-        "lr": [f"{num(lr, '.3g')}" + (f" ({n} tried)" if npl > 1 else "")
-               for lr, n, npl in zip(rows["lr"], rows["lrs"], rows["lrs_planned"])],
-        "solved": [f"{s}/{n}" for s, n in zip(rows["solved"], rows["seeds"])],
-        "steps": [num(x, ".0f") for x in rows["steps_median"]],
+        "lr": [f"{num(lr, '.3g')}" + (f" ({n} tried" + (f", {edge} edge" if edge else "") + ")"
+                                     if n > 1 else "")
+               for lr, n, edge in zip(rows["lr"], rows["lrs"], edges)],
+        "solved": [f"{s}/{n}" + (f" {interval(lo, hi, '.0%')}" if has else "") for s, n, lo, hi
+                   in zip(rows["solved"], rows["seeds"], rows.get("success_ci_low", rows["solved"]),
+                          rows.get("success_ci_high", rows["solved"]))],
+        "steps": [num(x, ".0f") + (f" {interval(lo, hi, '.0f')}" if has and x == x else "")
+                  for x, lo, hi in zip(rows["steps_median"], rows.get("steps_ci_low", rows["lr"]),
+                                       rows.get("steps_ci_high", rows["lr"]))],
         "seconds": [num(x, ".2f") for x in rows["seconds_median"]],
         "diverged": rows["diverged"].astype(str),
-        f"test {metric}": [num(x) for x in rows["test_median"]],
-        "IQR": [f"{num(a)} - {num(b)}" if not math.isnan(a) else "-"
-                for a, b in zip(rows["test_q25"], rows["test_q75"])],
+        f"test {metric}": [num(x) + (f" {interval(lo, hi)}" if has else "")
+                           for x, lo, hi in zip(rows["test_median"],
+                                                rows.get("test_ci_low", rows["lr"]),
+                                                rows.get("test_ci_high", rows["lr"]))],
     })
     baseline = {c: "" for c in out.columns}
     baseline.update({"optimizer": BASELINE_ROW, f"test {metric}": num(rows["baseline"].iloc[0])})
@@ -61,13 +77,58 @@ def problem_display(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranking_display(ranking: pd.DataFrame) -> pd.DataFrame:
+    has = "score_ci_low" in ranking
     return pd.DataFrame({
         "rank": [str(i + 1) for i in range(len(ranking))],
         "optimizer": ranking["entrant"],
-        "score": [num(x, ".3f") for x in ranking["score"]],
+        "score": [num(x, ".3f") + (f" {interval(lo, hi, '.2f')}" if has else "")
+                  for x, lo, hi in zip(ranking["score"], ranking.get("score_ci_low", ranking["score"]),
+                                       ranking.get("score_ci_high", ranking["score"]))],
         "solved": [f"{s}/{n}" for s, n in zip(ranking["solved"], ranking["problems"])],
         "mean rank": [num(x, ".2f") for x in ranking["mean_rank"]],
     })
+
+
+def untuned_display(rows: pd.DataFrame) -> pd.DataFrame:
+    """One problem's rows of `data.untuned_against_tuned` as strings."""
+    def solved(prefix):
+        return [("-" if pd.isna(s) else f"{int(s)}/{int(n)} {interval(lo, hi, '.0%')}")
+                for s, n, lo, hi in zip(rows[f"{prefix}_solved"], rows[f"{prefix}_seeds"],
+                                        rows[f"{prefix}_success_ci_low"],
+                                        rows[f"{prefix}_success_ci_high"])]
+
+    return pd.DataFrame({
+        "optimizer": rows["entrant"],
+        "default lr": [num(x, ".3g") for x in rows["default_lr"]],
+        "solved": solved("default"),
+        "steps": [num(x, ".0f") for x in rows["default_steps_median"]],
+        "tuned lr": [num(x, ".3g") for x in rows["tuned_lr"]],
+        "solved ": solved("tuned"),
+        "steps ": [num(x, ".0f") for x in rows["tuned_steps_median"]],
+    })
+
+
+def horizon_display(summary: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
+    """One (task, model, hidden)'s horizons: per optimizer its horizon and, per length
+    tried, solved/seeds and a mark (+ passed, - failed, ? not settled)."""
+    tried = sorted(set(lengths["length"]))
+    rows = []
+    for r in summary.itertuples(index=False):
+        row = {"optimizer": r.entrant,
+               "horizon": {"<": f"< {tried[0]}", "?": "?"}.get(r.bound, "")
+               or f"{r.bound.replace('=', '')} {int(r.horizon)}".strip()}
+        mine = lengths[lengths["entrant"] == r.entrant].set_index("length")
+        for length in tried:
+            if length not in mine.index:
+                row[f"T={length}"] = ""
+                continue
+            x = mine.loc[length]
+            mark = "?" if x["passed"] is None or pd.isna(x["passed"]) else \
+                "+" if x["passed"] else "-"
+            row[f"T={length}"] = ("?" if pd.isna(x["solved"]) else
+                                  f"{int(x['solved'])}/{x['seeds']}") + f" {mark}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def winners_display(winners: pd.DataFrame) -> pd.DataFrame:
