@@ -48,7 +48,7 @@ TABLE_LINES = 30  # lines of table text a page holds
 WINNERS_PER_PAGE = 20  # lines of text of the winners' table on a page of its own
 WINNERS_ON_SUMMARY = 10  # up to this many lines, their table goes under the rankings
 PANELS_PER_PAGE = 6
-CAPTION_CHARS = 165  # caption line width at CAPTION_FONT on an A4 landscape page
+CAPTION_CHARS = 155  # caption line width at CAPTION_FONT on an A4 landscape page
 CAPTION_FONT = 9.5
 TABLE_CHARS = 32  # longest line of a table cell
 KERNELS_FILE = "kernels.json"  # read from the results directory when there
@@ -285,9 +285,15 @@ class _Content:
                           _PROFILE_CAPTION.format(n=self._problems(), tau=D.TAU_MAX),
                           self._profile_page, "summary-profiles"))
         if "defaults" in self.tiers and self.tier != "defaults":
-            pages.append(Page("summary", "untuned", "Untuned against tuned",
-                              _UNTUNED_CAPTION.format(tuned=_TIER[self.tier]),
-                              self._untuned_page))
+            untuned = D.untuned_against_tuned(
+                D.ranked(self.tables["defaults"], self.data.config), self.tables[self.tier])
+            groups = list(untuned.groupby(D.PROBLEM, sort=False))
+            chunks = _chunks(groups, TABLES_PER_PAGE + 1)
+            pages += [Page("summary", "untuned", _numbered("Untuned against tuned", i,
+                                                           len(chunks)),
+                           _UNTUNED_CAPTION.format(tuned=_TIER[self.tier]),
+                           lambda fig, c=chunk: self._untuned_page(fig, c))
+                      for i, chunk in enumerate(chunks)]
         for task in self._tasks():
             pages += self._task_pages(task)
         if self.bench is not None:
@@ -302,7 +308,9 @@ class _Content:
         return [t for t in self.data.config["tasks"] if t in done]
 
     def _problems(self) -> int:
-        return len(self.tables[self.tier][D.PROBLEM].drop_duplicates())
+        """The problems the ranking compares (D.ranked)."""
+        ranked = D.ranked(self.tables[self.tier], self.data.config)
+        return len(ranked[D.PROBLEM].drop_duplicates())
 
     def _task_pages(self, task: str) -> list[Page]:
         t = self.data.task(task)  # as the store describes it: the plugin need not import
@@ -405,8 +413,11 @@ class _Content:
         return out
 
     def _ranking_page(self, fig) -> None:
-        blocks = [(f"tier {t} ({_TIER[t]})", T.ranking_display(self.rankings[t]))
-                  for t in self.tiers]
+        # The tuning seeds' ranking is the confirmation's, optimistically: with both, the
+        # summary shows the confirmation (the tables and profiles keep all three).
+        shown = [t for t in self.tiers if not (t == "tuned" and "confirm" in self.tiers)]
+        blocks = [(f"tier {t} ({_TIER_SHORT[t]})", T.ranking_display(self.rankings[t]))
+                  for t in shown]
         if not self._winners_on_summary():
             _tables(fig, blocks, ncols=len(blocks))
             return
@@ -474,13 +485,9 @@ class _Content:
         more = f"; and {len(pairs) - limit} more pairs" if len(pairs) > limit else ""
         return f"\n\nDifferences beyond the 95 % intervals, {unit}: {shown}{more}."
 
-    def _untuned_page(self, fig) -> None:
-        blocks = []
-        for problem, rows in D.untuned_against_tuned(self.tables["defaults"],
-                                                     self.tables[self.tier]).groupby(
-                                                         D.PROBLEM, sort=False):
-            blocks.append((D.problem_label(*problem), T.untuned_display(rows)))
-        _tables(fig, blocks[:TABLES_PER_PAGE + 1])
+    def _untuned_page(self, fig, chunk) -> None:
+        _tables(fig, [(D.problem_label(*problem), T.untuned_display(rows))
+                      for problem, rows in chunk])
 
     def _tables_page(self, fig, chunk) -> None:
         _tables(fig, [(T.problem_heading(rows), T.problem_display(rows)) for _, rows in chunk])
@@ -749,7 +756,7 @@ _PROFILE_CAPTION = (
 _SUCCESS_CAPTION = (
     "Success rate at {tier}: the share of seeds that solved the task within the step budget, "
     "per optimizer (rows) and model and sequence length T (columns); the text in each cell "
-    "is solved seeds / seeds. Read along a row: where the colour fades is the dependency "
+    "is solved seeds / seeds and the 95 % Wilson interval of the rate. Read along a row: where the colour fades is the dependency "
     "length at which that optimizer stops learning the task within the budget."
 )
 _CURVES_CAPTION = {

@@ -123,8 +123,9 @@ def learning_curves(fig, curves: pd.DataFrame, table: pd.DataFrame, colour: dict
                     v = np.clip(run["val_metric"].to_numpy(float), lo_lim, hi_lim)
                     ax.plot(run[x], v, color=c, lw=0.7, alpha=0.55)
                     gone = run[run["diverged"]]
-                    ax.plot(gone[x], np.full(len(gone), hi_lim), "x", color=c, ms=6,
-                            clip_on=False)
+                    if len(gone):  # an empty unclipped line has no extent: layout fails
+                        ax.plot(gone[x], np.full(len(gone), hi_lim), "x", color=c, ms=6,
+                                clip_on=False)
             if x == "step":
                 med = e["median"].to_numpy(float)
                 line, = ax.plot(e["step"], np.where(np.isfinite(med), med, np.nan), color=c,
@@ -267,12 +268,12 @@ def performance_profiles(fig, curves: dict[str, pd.DataFrame], scores: dict[str,
         ax.set_xlim(1, c["tau"].max())
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(f"tier {tier}", fontsize=FONT + 1)
-        ax.set_xlabel("tau: within this factor of the fewest steps to solve", fontsize=FONT)
         ax.grid(alpha=0.3)
     labels = [f"{e}: " + " / ".join(_score_text(scores[t], e) for t in curves) for e in found]
     _legend(fig, list(found.values()), labels,
             title=f"optimizer: score ({' / '.join(curves)})")
     axes[0].set_ylabel("share of problems solved within tau", fontsize=FONT)
+    fig.supxlabel("tau: within this factor of the fewest steps to solve", fontsize=FONT)
 
 
 # -- kernel throughput -----------------------------------------------------------------------
