@@ -252,7 +252,8 @@ def _check_memory(todo, workers: int) -> None:
 
 
 def _ranking(directory: str, matrix: str) -> str:
-    """The ranking over all problems, per tier (as on the report's summary page)."""
+    """The answer, as on the report's summary pages: each optimizer's horizon where the
+    matrix searches lengths, and the ranking over all problems with its 95 % intervals."""
     from optbench.errors import UsageError
     from optbench.report import data as D
     from optbench.report import tables as T
@@ -262,11 +263,22 @@ def _ranking(directory: str, matrix: str) -> str:
     except UsageError:  # no cell of this matrix finished
         return ""
     lines = []
-    for tier in data.tiers:
-        shown = T.ranking_display(D.ranking(D.problem_table(data, tier)))
-        title = (f"ranking, tier {tier} (performance-profile score over all problems; "
-                 "1 = fastest to solve every problem):")
-        lines += ["", title, shown.to_string(index=False)]
+    if data.config["horizon"]["tasks"]:
+        lengths = D.horizon_table(data)
+        for (task, model, hidden), h in D.horizons(lengths, data.config).groupby(
+                ["task", "model", "hidden"], sort=False):
+            mine = lengths[(lengths["task"] == task) & (lengths["model"] == model)
+                           & (lengths["hidden"] == hidden)]
+            lines += ["", f"horizon: the longest {task} length T each optimizer learns with "
+                      f"{model}({hidden}) (solved/seeds at each T; + passed, - failed):",
+                      T.horizon_display(h, mine).to_string(index=False)]
+    tiers = [t for t in data.tiers if not (t == "tuned" and "confirm" in data.tiers)]
+    for tier in tiers:
+        table = D.ranked(D.problem_table(data, tier), data.config)
+        shown = T.ranking_display(D.ranking(table))
+        lines += ["", f"ranking, {D.SEEDS[tier]} (performance-profile score over all "
+                  "problems, 95 % interval; 1 = fastest to solve every problem):",
+                  shown.to_string(index=False)]
     return "\n".join(lines)
 
 
@@ -295,37 +307,31 @@ def _report(directory: str, matrix: str) -> int:
 
 
 def summary(results, m) -> str:
-    """Per tier, one row per (task, length, model, optimizer): the lr (tuned tier: the one
-    `selection.pick_lr` picks), how many seeds solved and diverged, the median steps to solve,
-    and the median final validation and test metric."""
-    import pandas as pd
-
-    from optbench import tasks
-    from optbench.selection import label, pick_lr
+    """Per tier (the confirmation seeds', the tuning seeds', the defaults'), one row per
+    (task, length, model, optimizer), as the report's tables have them: the lr (and whether
+    it lies at the grid's edge), seeds solved with the 95 % interval of the rate, seeds
+    diverged, the median steps to solve and the median test metric."""
+    from optbench.report import data as D
+    from optbench.report import tables as T
 
     keys = set(results.members["key"])
     cells = results.cells[results.cells["key"].isin(keys)]
     counts = cells["outcome"].value_counts()
     lines = [f"{m.name}: {len(cells)} of {len(keys)} cells finished: "
              + ", ".join(f"{counts.get(o, 0)} {o}" for o in ("solved", "budget", "diverged"))]
-    for tier in m.config["tiers"]:
-        tier_keys = set(results.members.loc[results.members["tier"] == tier, "key"])
-        picked = pick_lr(cells[cells["key"].isin(tier_keys)])
-        if picked.empty:
-            continue
-        table = picked.assign(
-            metric=[tasks.get(t).metric_name for t in picked["task"]],
-            model=[f"{k}({h})" for k, h in zip(picked["model"], picked["hidden"])],
-            optimizer=[label(o, v) for o, v in zip(picked["optimizer"], picked["variant"])],
-            solved=[f"{s}/{n}" for s, n in zip(picked["solved"], picked["seeds"])],
-            # A group whose seeds all diverged has no median: '-', not NaN.
-            steps=picked["steps_median"].map(lambda x: "-" if pd.isna(x) else f"{x:.0f}"),
-            val_median=picked["val_median"].map(lambda x: "-" if pd.isna(x) else f"{x:.4g}"),
-            test_median=picked["test_median"].map(lambda x: "-" if pd.isna(x) else f"{x:.4g}"),
-        )[["task", "length", "model", "optimizer", "lr", "solved", "diverged", "steps",
-           "metric", "val_median", "test_median"]]
-        what = ("the lr picked from the grid on the validation set" if tier == "tuned"
-                else "default hyper-parameters")
-        lines += ["", f"tier {tier} ({what}; medians over seeds, diverged seeds aside):",
-                  table.to_string(index=False, float_format=lambda x: f"{x:.4g}")]
+    if cells.empty:
+        return lines[0]
+    data = D.from_results("", m.name, results)
+    for tier in data.tiers:
+        table = D.problem_table(data, tier)
+        shown = []
+        for problem, rows in table.groupby(D.PROBLEM, sort=False):
+            display = T.problem_display(rows).iloc[:-1]  # the baseline row aside
+            display.insert(0, "problem", D.problem_label(*problem))
+            shown.append(display.drop(columns=["seconds"]))
+        import pandas as pd
+
+        lines += ["", f"tier {tier}: {D.SEEDS[tier]} (medians over seeds, diverged seeds "
+                  "aside; [95 % intervals]):",
+                  pd.concat(shown, ignore_index=True).to_string(index=False)]
     return "\n".join(lines)

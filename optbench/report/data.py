@@ -115,6 +115,11 @@ def load(directory: str, matrix: str | None = None) -> Data:
             raise UsageError(f"{store.path} holds no matrix yet: run `python -m optbench run` "
                              "first")
         results = store.frames(matrix=name)  # one line naming the matrices held, if unknown
+    return from_results(directory, name, results)
+
+
+def from_results(directory: str, name: str, results: Results) -> Data:
+    """`load`'s Data from frames already read (`Store.frames(matrix=name)`)."""
     if results.cells.empty:
         planned = results.members["key"].nunique()
         raise UsageError(f"matrix {name!r} in {directory}: 0 of {planned} cells finished yet; "

@@ -114,9 +114,9 @@ def horizon_display(summary: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFram
     tried = sorted(set(lengths["length"]))
     rows = []
     for r in summary.itertuples(index=False):
-        row = {"optimizer": r.entrant,
-               "horizon": {"<": f"< {tried[0]}", "?": "?"}.get(r.bound, "")
-               or f"{r.bound.replace('=', '')} {int(r.horizon)}".strip()}
+        horizon = {"<": f"< {tried[0]}", "?": "?",
+                   ">=": f">= {r.horizon:.0f}"}.get(r.bound, f"{r.horizon:.0f}")
+        row = {"optimizer": r.entrant, "horizon": horizon}
         mine = lengths[lengths["entrant"] == r.entrant].set_index("length")
         for length in tried:
             if length not in mine.index:
