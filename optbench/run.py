@@ -129,8 +129,12 @@ def _counts(m) -> str:
     shared = sum(tiers.values()) - len(m.cells)
     if shared:
         text += f"; {shared} cells are in both tiers, run once"
-    later = ("; later waves add cells as results ask: wider lr grids, confirmation seeds, "
-             "longer lengths" if m.adaptive else "")
+    later = ""
+    if m.adaptive:
+        from optbench import plan
+
+        later = (f"; later waves add cells as results ask (wider lr grids, confirmation "
+                 f"seeds, longer lengths), at most {len(plan.bound(m.config))} in all")
     return f"{len(m.cells)} cells (tiers: {text}){later}"
 
 
@@ -327,7 +331,9 @@ def summary(results, m) -> str:
         shown = []
         for problem, rows in table.groupby(D.PROBLEM, sort=False):
             display = T.problem_display(rows).iloc[:-1]  # the baseline row aside
-            display.insert(0, "problem", D.problem_label(*problem))
+            display = display.rename(columns={display.columns[-1]: "test"})  # "test mse"
+            display.insert(0, "problem", f"{D.problem_label(*problem)} "
+                           f"({rows['metric'].iloc[0]})")
             shown.append(display.drop(columns=["seconds"]))
         import pandas as pd
 

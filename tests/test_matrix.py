@@ -160,24 +160,40 @@ def test_presets_expand_and_the_quick_one_is_a_real_comparison():
     for name in mx.PRESETS:
         assert mx.from_preset(name).name == name
     quick = mx.from_preset("quick").config
-    assert len(quick["optimizers"]) >= 6 and len(quick["tasks"]) >= 2 and len(quick["seeds"]) >= 3
-    assert all(len(lengths) >= 2 for lengths in quick["lengths"].values())
-    assert set(quick["tiers"]) == set(mx.TIERS)
+    # six optimizers from SGD to Lion, each searching its horizon on a long-lag task with
+    # its lr tuned per length and confirmed on five fresh seeds
+    assert len(quick["optimizers"]) >= 6 and {"sgd", "lion", "adam", "rmsprop"} <= {
+        o["name"] for o in quick["optimizers"]}
+    search = quick["horizon"]["tasks"]
+    assert search and all(h["max"] >= 16 * h["start"] for h in search.values())
+    assert len(quick["confirm_seeds"]) >= 5 and not set(quick["confirm_seeds"]) & set(
+        quick["seeds"])
+    assert set(quick["tiers"]) == set(mx.TIERS) and quick["tuning"]["extend"] >= 1
+    for name in ("standard", "full"):
+        config = mx.from_preset(name).config
+        assert config["horizon"]["tasks"] and len(config["confirm_seeds"]) >= 5
     with pytest.raises(UsageError, match="unknown preset 'fast'; allowed: smoke, quick"):
         mx.from_preset("fast")
 
 
-def test_the_seed_preset_is_the_seed_set_up():
+def test_the_seed_preset_is_the_seed_set_up_beside_tuned_optimizers():
     m = mx.from_preset("seed")
-    assert {(c.task, c.model, c.hidden, c.optimizer, c.lr, c.batch_size) for c in m.cells} == {
-        ("adding", "lstm", 128, "adam", 1e-3, 32)}
+    defaults = [c for c, t in m.members if t == "defaults"]
+    keras_adam = {(c.task, c.model, c.hidden, c.optimizer, c.lr, c.batch_size) for c in defaults
+                  if c.hparams.get("epsilon_hat")}
+    assert keras_adam == {("adding", "lstm", 128, "adam", 1e-3, 32)}
+    assert m.config["optimizers"][0]["hparams"]["epsilon_hat"]  # the set-up under test first
     task = tasks.get("adding")
     assert (task.loss, task.output_size, task.head) == ("mse", 1, "last")  # Dense(1), MSE
-    # Keras's conventions: its initialisation, its Adam epsilon, no clipping.
+    # Keras's conventions for every cell: its initialisation, no clipping; its Adam epsilon
     for c in m.cells:
         assert (c.init, c.clip_norm, c.clip_value, c.length) == ("keras", None, None, 100)
-        assert (c.hparams["eps"], c.hparams["epsilon_hat"]) == (1e-7, True)
-        assert c.hparams["betas"] == [0.9, 0.999] and c.hparams["amsgrad"] is False
+        if c.optimizer == "adam":
+            assert (c.hparams["eps"], c.hparams["epsilon_hat"]) == (1e-7, True)
+            assert c.hparams["betas"] == [0.9, 0.999] and c.hparams["amsgrad"] is False
+    # beside it, the same model with tuned optimizers, confirmed on fresh seeds
+    assert {"tuned", "defaults"} == set(m.config["tiers"]) and m.config["confirm_seeds"]
+    assert len({c.optimizer for c in m.cells}) >= 3
 
 
 def test_registries_are_the_source_of_names():

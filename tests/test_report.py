@@ -32,7 +32,7 @@ CONFIG = dict(name="hand", tasks=["adding", "temporal_order_4"], lengths=[10, 20
               optimizers=["adam", "sgd"], seeds=3, steps=200, eval_every=50, batch_size=8,
               tuning={"lr_points": 3, "lr_decades": 2.0})
 MATRIX = expand(CONFIG)
-TASK_SECTION = {"tables-tuned", "tables-defaults", "success", "curves", "lr", "grad-flow"}
+TASK_SECTION = {"tables-tuned", "tables-defaults", "success", "curves-steps", "curves-time", "lr", "grad-flow"}
 
 
 def _crc(*parts) -> int:
@@ -358,4 +358,5 @@ def test_real_run_of_the_smoke_preset_and_its_report(tmp_path):
     assert main(["run", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
     report = build(str(tmp_path), out=str(tmp_path / "smoke.pdf"))
     assert report.complete and _pdf_pages(report.pdf) == len(report.pages)
-    assert {p.kind for p in report.pages if p.section == "adding"} == TASK_SECTION
+    kinds = {p.kind for p in report.pages if p.section == "adding"}
+    assert kinds == TASK_SECTION | {"tables-confirm"}

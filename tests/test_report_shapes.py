@@ -19,10 +19,11 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from optbench import matrix as mx
-from optbench import run, runner
+from optbench import plan, run, runner
 from optbench.cell import Result
 from optbench.cli import main
 from optbench.report import build
+from optbench.report import data as D
 from optbench.report import document
 from optbench.store import Store
 
@@ -65,12 +66,17 @@ momentum = 0.5
 
 
 def small(preset: str, seeds: int = 2, models: int = 2) -> mx.Matrix:
-    """The preset's shape (tasks, optimizers, tiers, models) with one length per task, one
-    hidden size, at most `seeds` seeds and `models` models (the last ones: full's RNN)."""
+    """The preset's shape (tasks, optimizers, tiers, models, searches) with one or two
+    lengths per task, one hidden size, at most `seeds` seeds and `models` models (the last
+    ones: full's RNN)."""
     cfg = {"name": preset, **mx.PRESETS[preset]}
-    lengths = cfg["lengths"]
-    cfg["lengths"] = ({t: v[:1] for t, v in lengths.items()} if isinstance(lengths, dict)
-                      else lengths[:1])
+    lengths = cfg.get("lengths")
+    if lengths is not None:
+        cfg["lengths"] = ({t: v[:1] for t, v in lengths.items()} if isinstance(lengths, dict)
+                          else lengths[:1])
+    if cfg.get("horizon"):  # a search over two lengths
+        cfg["horizon"] = {t: {"start": h["start"], "max": 2 * h["start"]} if isinstance(h, dict)
+                          else h for t, h in cfg["horizon"].items()}
     cfg["hidden"] = cfg.get("hidden", [128])[:1]
     cfg["models"] = cfg.get("models", ["lstm"])[-models:]
     given = cfg.get("seeds", 3)
@@ -79,11 +85,15 @@ def small(preset: str, seeds: int = 2, models: int = 2) -> mx.Matrix:
 
 
 def fill(directory, m, keep=None):
+    """Run the matrix with the stand-in cell runner: every wave, or the first `keep` cells
+    of the first wave (an interrupted run)."""
     with Store.open(str(directory)) as store:
+        if keep is None:
+            runner.execute(m, store, runner.Serial(), helpers.run_cell)
+            return
         store.record_matrix(m)
-        for i, cell in enumerate(m.cells):
-            if keep is None or i < keep:
-                store.put(helpers.run_cell(cell))
+        for cell in m.cells[:keep]:
+            store.put(helpers.run_cell(cell))
 
 
 def pdf_pages(path) -> int:
@@ -107,7 +117,7 @@ def test_every_presets_report_shape(preset, tmp_path):
     assert report.complete and pdf_pages(report.pdf) == len(report.pages)
     for task in m.config["tasks"]:
         kinds = {p.kind for p in report.pages if p.section == task}
-        assert {"success", "curves", "grad-flow"} <= kinds
+        assert {"success", "curves-steps", "curves-time", "grad-flow"} <= kinds
         assert ("lr" in kinds) == ("tuned" in m.config["tiers"])
     text = run.summary(Store.open(str(tmp_path)).frames(matrix=m.name), m)
     assert "NaN" not in text and "nan" not in text
@@ -127,7 +137,10 @@ def test_reports_of_odd_shapes(shape, keep, tmp_path):
     fill(tmp_path, m, keep)
     report = built(tmp_path)
     assert pdf_pages(report.pdf) == len(report.pages)
-    assert report.complete == (keep is None) and report.finished == (keep or len(m.cells))
+    with Store.open(str(tmp_path)) as store:  # every wave's cells, once each
+        stored = len(store.finished_keys())
+    assert report.complete == (keep is None) and report.finished == (keep or stored)
+    assert keep or stored > len(m.cells)  # the search went past its first wave
 
 
 def panel_sizes(page) -> list[float]:
@@ -143,7 +156,7 @@ def test_long_labels_neither_squeeze_the_panels_nor_leave_the_page(tmp_path):
     m = mx.expand(helpers.toml(LONG_LABELS))
     fill(tmp_path, m)
     report = built(tmp_path)
-    for kind in ("curves", "lr", "profiles"):  # two panels side by side, and the legend
+    for kind in ("curves-steps", "lr", "profiles"):  # two panels side by side, and the legend
         page = next(p for p in report.pages if p.kind == kind)
         assert min(panel_sizes(page)) > 0.3, kind  # unwrapped labels left them 0.25 wide
     for page in (p for p in report.pages if p.kind in ("ranking", "tables-tuned")):
@@ -195,7 +208,8 @@ def test_a_killed_report_leaves_the_previous_one_intact(tmp_path):
         assert left == before, (sig, wait)
     assert killed >= 2
     report = built(tmp_path)  # the next report replaces it, and tidies what the kills left
-    assert report.finished == len(m.cells) * 3 // 2
+    with Store.open(str(tmp_path)) as store:
+        assert report.finished == len(store.finished_keys()) > len(m.cells) * 3 // 2
     assert [n for n in os.listdir(reports) if ".partial-" in n] == []
     assert _files(reports) != before
 
@@ -229,12 +243,13 @@ def test_run_ends_with_the_ranking_and_counts_that_add_up(tmp_path, monkeypatch,
     assert "matrix tiny: 12 cells (tiers: defaults 4, tuned 12; 4 cells are in both tiers, " \
            "run once)" in err
     assert "NaN" not in out and "nan" not in out
-    tail = out[out.index("ranking, tier tuned"):]
-    assert "ranking, tier defaults" in tail and "tier tuned (the lr" not in tail  # the end
+    tail = out[out.index("ranking, " + D.SEEDS["tuned"]):]
+    assert "ranking, " + D.SEEDS["defaults"] in tail and "tier tuned:" not in tail  # the end
     assert re.search(r"\n\s+1\s+(adam|sgd)\s", tail)
     assert main(["run", "quick", "--out", str(tmp_path / "q"), "--dry-run"]) == 0
-    assert ("216 cells (tiers: defaults 72, tuned 216; 72 cells are in both tiers, run once)"
-            in capsys.readouterr().err)
+    said = capsys.readouterr().err
+    assert "36 cells (tiers: defaults 12, tuned 36; 12 cells are in both tiers, run once)" in said
+    assert f"at most {len(plan.bound(mx.from_preset('quick').config))} in all" in said
 
 
 def test_a_diverged_only_group_prints_a_dash_not_nan(tmp_path):
@@ -249,8 +264,9 @@ def test_a_diverged_only_group_prints_a_dash_not_nan(tmp_path):
                            curves=r.curves, grad_profiles=r.grad_profiles, timings=r.timings)
             store.put(r)
         text = run.summary(store.frames(matrix=m.name), m)
-    rows = [line for line in text.splitlines() if " sgd " in line]
-    assert rows and all(line.split()[-2:] == ["-", "-"] for line in rows), text
+    rows = [line.split() for line in text.splitlines() if " sgd " in line]
+    # steps to solve and the test metric are a dash; the diverged count says why
+    assert rows and all(r[-3] == r[-1] == "-" and r[-2] == "2" for r in rows), text
     assert "NaN" not in text and "nan" not in text
 
 

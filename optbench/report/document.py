@@ -51,6 +51,7 @@ PANELS_PER_PAGE = 6
 CAPTION_CHARS = 155  # caption line width at CAPTION_FONT on an A4 landscape page
 CAPTION_FONT = 9.5
 TABLE_CHARS = 32  # longest line of a table cell
+PAGE_CHARS = 140  # table text across an A4 landscape page at the tables' 9 pt
 KERNELS_FILE = "kernels.json"  # read from the results directory when there
 
 
@@ -418,13 +419,17 @@ class _Content:
         shown = [t for t in self.tiers if not (t == "tuned" and "confirm" in self.tiers)]
         blocks = [(f"tier {t} ({_TIER_SHORT[t]})", T.ranking_display(self.rankings[t]))
                   for t in shown]
+        # side by side where both fit across the page (intervals and long labels widen them)
+        ncols = len(blocks) if len(blocks) * max(
+            _chars(frame) for _, frame in blocks) <= PAGE_CHARS else 1
         if not self._winners_on_summary():
-            _tables(fig, blocks, ncols=len(blocks))
+            _tables(fig, blocks, ncols=ncols)
             return
         winners = self._winners_shown(list(range(len(self.winners))))
+        tall = [_lines(frame) + 2 for _, frame in blocks]
         top, bottom = fig.subfigures(2, 1, height_ratios=[
-            max(_lines(frame) for _, frame in blocks) + 2, _lines(winners) + 2])
-        _tables(top, blocks, ncols=len(blocks))
+            max(tall) if ncols > 1 else sum(tall), _lines(winners) + 2])
+        _tables(top, blocks, ncols=ncols)
         _tables(bottom, [(f"Per problem (tier {self.tier})", winners)])
 
     def _winners_on_summary(self) -> bool:
@@ -595,6 +600,14 @@ def _table_chunks(groups: list) -> list[list]:
         chunks[-1].append(group)
         lines += n
     return chunks if chunks[0] else []
+
+
+def _chars(frame: pd.DataFrame) -> int:
+    """Width of a table as `_tables` draws it, in characters: each column as wide as its
+    widest line of text (labels wrapped), and a margin on each side."""
+    return sum(max([len(col)] + [max(len(line) for line in F.wrap(str(v), TABLE_CHARS)
+                                     .split("\n")) for v in frame[col]]) + 2
+               for col in frame.columns)
 
 
 def _lines(frame: pd.DataFrame) -> int:
