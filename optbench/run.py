@@ -2,6 +2,7 @@
 
     python -m optbench run [PRESET | --config FILE] [--out DIR] [--workers N]
                            [--scheduler ADDRESS | --dask-local N] [--quiet] [--dry-run]
+                           [--engine lockstep [--device cpu|cuda] [--group-size N]]
 
 With no arguments it runs the `quick` preset serially into `results/` (the store is
 `results/optbench.sqlite`; read it with `optbench.load("results")`). Rerunning the same
@@ -36,6 +37,14 @@ def configure(parser) -> None:
                       help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://...)")
     dask.add_argument("--dask-local", metavar="N", type=_int,
                       help="start a Dask LocalCluster of N worker processes and run on it")
+    parser.add_argument("--engine", metavar="ENGINE", default=None,
+                        help="cells (default: one cell at a time per worker) or lockstep "
+                        "(many cells of one shape per pass; optbench.lockstep)")
+    parser.add_argument("--device", metavar="DEVICE", default=None,
+                        help="--engine lockstep: cpu (default) or cuda")
+    parser.add_argument("--group-size", metavar="N", type=_int, default=None,
+                        help="--engine lockstep: cells per group at most (default: 32 on "
+                        "the cpu, 256 on cuda)")
     parser.add_argument("--quiet", action="store_true",
                         help="one log line per finished cell instead of the progress bar")
     parser.add_argument("--dry-run", action="store_true",
@@ -69,6 +78,10 @@ def run(args) -> int:
         executor = runner.Processes(args.workers)
     else:
         executor = runner.Serial()
+    if args.engine is not None or args.device is not None or args.group_size is not None:
+        from optbench.lockstep.executor import executor_for
+
+        executor = executor_for(args) or executor
 
     with Store.open(args.out) as store:
         finished = store.finished_keys()

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from optbench.nn import gru, lstm, rnn
 from optbench.nn._bptt import gate_grads, head_grads, pack_weights
@@ -47,26 +46,21 @@ EVAL_CHUNK = 256  # sequences per forward pass, as optbench.train scores a set
 _STAMP = (STAMP, sources_stamp(Path(__file__).parent, VECTOR_BYTES))
 
 
-def _kernel(fn):
-    dispatcher = njit(**JIT, parallel=True, nogil=True)(fn)
-    index = dispatcher._cache._cache_file
-    index._source_stamp = (index._source_stamp, _STAMP)
-    return dispatcher
+def _jit(fn=None, *, parallel: bool = False):
+    """njit with the model kernels' options (optbench.nn._jit), nogil for the parallel
+    entry points, and an on-disk cache stamped with every source of optbench.nn and of
+    this package: these functions have the model kernels compiled into them."""
+    def wrap(f):
+        options = {**JIT, "parallel": True, "nogil": True} if parallel else JIT
+        dispatcher = njit(**options)(f)
+        index = dispatcher._cache._cache_file
+        index._source_stamp = (index._source_stamp, _STAMP)
+        return dispatcher
+
+    return wrap if fn is None else wrap(fn)
 
 
-def _loss(yhat, y, mask, denom, dy):
-    """The model's loss kernel for these targets: softmax cross-entropy for integer class
-    indices, MSE for floating targets (chosen at compile time)."""
-
-
-@overload(_loss, jit_options={**JIT, "cache": False})
-def _ov_loss(yhat, y, mask, denom, dy):
-    if isinstance(y.dtype, types.Integer):
-        return lambda yhat, y, mask, denom, dy: xent(yhat, y, mask, denom, dy)
-    return lambda yhat, y, mask, denom, dy: mse(yhat, y, mask, denom, dy)
-
-
-@njit(**JIT)
+@_jit
 def _views(vector, offs, gh, hidden, inputs, outputs):
     """The torch-layout pieces of one model's flat vector (Model.views' order)."""
     return (vector[offs[0]:offs[1]].reshape((gh, inputs)),
@@ -75,7 +69,7 @@ def _views(vector, offs, gh, hidden, inputs, outputs):
             vector[offs[4]:offs[5]].reshape((outputs, hidden)), vector[offs[5]:offs[6]])
 
 
-@njit(**JIT)
+@_jit
 def _forward_rows(kind, x, z, g, c, y, cat, cat_pk, head, head_pk, rows, hidden, hp, every):
     if kind == 0:
         lstm.lstm_forward_rows(x, z, g, c, y, cat, cat_pk, head, head_pk, rows, hidden, hp,
@@ -86,7 +80,7 @@ def _forward_rows(kind, x, z, g, c, y, cat, cat_pk, head, head_pk, rows, hidden,
         rnn.rnn_forward_rows(x, z, g, c, y, cat, cat_pk, head, head_pk, rows, hidden, hp, every)
 
 
-@njit(**JIT)
+@_jit
 def _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, dh, dc, norms, rows,
                    hidden, hp, every):
     if kind == 0:
@@ -100,13 +94,15 @@ def _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, dh, dc, norm
                               hidden, hp, every)
 
 
-@njit(**JIT)
-def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, y, mask, denom,
-            params, grads, cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
+@_jit
+def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, is_xent, y, labels,
+            mask, denom, params, grads, cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
             zb, gb, cb, db, norms, yb, dwt, dyb, zh, profile):
     """One model's forward, loss, BPTT and gate gradients (a thread's share of `_train`):
-    its batch (x, y, mask, denom), parameters, gradients, dY, head rows and profile; the
-    thread's packed weights and BPTT buffers. Returns the loss sum."""
+    its batch (x; MSE targets y or class indices `labels`, as `is_xent` says; mask,
+    denom), parameters, gradients, dY, head rows and profile; the thread's packed
+    weights and BPTT buffers. Returns the loss sum. Both kinds of target are arguments,
+    so that one compiled kernel serves every task (it takes most of a minute to build)."""
     hidden, hp, inputs, outputs, gh, n_hh = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]
     steps = x.shape[1]
     w_ih, w_hh, b_ih, b_hh, head_w, head_b = _views(params, offs, gh, hidden, inputs, outputs)
@@ -118,7 +114,10 @@ def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, y,
     dy = dyb[:, 1:].transpose(1, 0, 2)
     _forward_rows(kind, x, z, g, c, yb, cat, cat_pk, head, head_pk, rows[0:2], hidden, hp,
                   every)
-    loss = _loss(yb, y, mask, denom, dy)
+    if is_xent:
+        loss = xent(yb, labels, mask, denom, dy)
+    else:
+        loss = mse(yb, y, mask, denom, dy)
     _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, db[:, 0], db[:, 1], norms,
                    rows[0:2], hidden, hp, every)
     zm = zb.reshape((-1, zb.shape[2]))
@@ -132,7 +131,7 @@ def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, y,
     return loss
 
 
-@njit(**JIT)
+@_jit
 def _head(every, dims, offs, grads, dyb, zh, dwhead):
     """One model's head gradient (BLAS), after the parallel region."""
     hidden, inputs, outputs, gh = dims[0], dims[2], dims[3], dims[4]
@@ -143,14 +142,15 @@ def _head(every, dims, offs, grads, dyb, zh, dwhead):
         head_grads(dyb[:, 1], zh, hidden, dwhead, ghead_w, ghead_b)
 
 
-@_kernel
+@_jit(parallel=True)
 def _train(kind, n, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
-           x, y, mask, denom, params, grads,
+           x, is_xent, y, labels, mask, denom, params, grads,
            cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
            zb, gb, cb, db, norms, yb, dwt, dyb, zh, dwhead, profile, losses):
     """One training step's forward, loss, BPTT and gradients for models 0 .. n-1.
 
-    Per model k: x[k], y[k], mask[k], denom[k] (its batch, as loss_and_grad checks them),
+    Per model k: x[k], y[k] or labels[k], mask[k], denom[k] (its batch, as loss_and_grad
+    checks them; y float32 (B, S, O) for MSE, labels int64 (B, S) for cross-entropy),
     params[k] -> grads[k], profile[k] (grad_norm_per_step), losses[k] (the loss *sum*;
     the mean is losses[k] / denom[k]). Per thread: the packed weights (cat, bwd, head,
     headt), Z (zb), G (gb), c (cb), dL/dh and dL/dc (db), norms, outputs (yb), dWcat^T.
@@ -161,7 +161,7 @@ def _train(kind, n, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
     for k in prange(n):
         w = numba.get_thread_id()
         losses[k] = _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
-                            x[k], y[k], mask[k], denom[k], params[k], grads[k], cat[w], cat_pk,
+                            x[k], is_xent, y[k], labels[k], mask[k], denom[k], params[k], grads[k], cat[w], cat_pk,
                             bwd[w], bwd_pk, head[w], head_pk, headt[w], headt_pk, zb[w],
                             gb[w], cb[w], db[w], norms[w], yb[w], dwt[w], dyb[k], zh[k],
                             profile[k])
@@ -169,7 +169,7 @@ def _train(kind, n, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
         _head(every, dims, offs, grads[k], dyb[k], zh[k], dwhead)
 
 
-@njit(**JIT)
+@_jit
 def _pack(dims, offs, gate_i, gate_h, params, cat, cat_pk, bwd, bwd_pk, head, head_pk, headt,
           headt_pk):
     hidden, hp, inputs, outputs, gh, n_hh = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]
@@ -178,7 +178,7 @@ def _pack(dims, offs, gate_i, gate_h, params, cat, cat_pk, bwd, bwd_pk, head, he
                  cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk)
 
 
-@njit(**JIT)
+@_jit
 def _stream(kind, every, dims, x, cat, cat_pk, head, head_pk, zf, gf, cf, yf, out):
     """Model.predict's pass over the sequences x (rows, T, I) into out (rows, S, O), in
     flat work buffers shaped as Model.predict shapes them for that many rows (`zf` holds
@@ -202,7 +202,7 @@ def _stream(kind, every, dims, x, cat, cat_pk, head, head_pk, zf, gf, cf, yf, ou
                 out[b, s, o] = y[s, b, o]
 
 
-@_kernel
+@_jit(parallel=True)
 def _predict(kind, every, dims, offs, gate_i, gate_h, members, units, xs, params,
              cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
              zf, gf, cf, yf, out):
@@ -280,12 +280,8 @@ class Cpu:
         self.profile = np.zeros((members, steps))
         self.losses = np.zeros(members)
         # The batches: two sets, so that the next step's can be drawn during a step.
-        S = steps if self.every else 1
-        yshape = (batch, S) if np.dtype(y_dtype).kind in "iu" else (batch, S, O)
-        self.slots = [{"x": np.zeros((members, batch, steps, I), f32),
-                       "y": np.zeros((members, *yshape), y_dtype),
-                       "mask": np.ones((members, batch, S), f32),
-                       "denom": np.zeros(members)} for _ in range(2)]
+        self.slots = batch_sets(members, batch, steps, I, O, self.every, y_dtype)
+        self.is_xent = self.slots[0]["labels"].shape[1] > 0
         # Evaluation: per-thread flat buffers of EVAL_CHUNK rows, grown on demand.
         self._eval = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="optbench-lockstep")
@@ -308,8 +304,8 @@ class Cpu:
         b = self.slots[slot]
         with numba.parallel_chunksize(1):
             _train(self.kind, n, self.every, self.dims, self.offs, self.gate_i, self.gate_h,
-                   self.ih, self.hh, self.panels, self.rows, b["x"], b["y"], b["mask"],
-                   b["denom"], self.params, self.grads,
+                   self.ih, self.hh, self.panels, self.rows, b["x"], self.is_xent, b["y"],
+                   b["labels"], b["mask"], b["denom"], self.params, self.grads,
                    self.packed["cat"], self.pk["cat"], self.packed["bwd"], self.pk["bwd"],
                    self.packed["head"], self.pk["head"], self.packed["headt"], self.pk["headt"],
                    self.zb, self.gb, self.cb, self.db, self.norms, self.yb, self.dwt, self.dyb,
@@ -395,6 +391,22 @@ class Cpu:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def batch_sets(members: int, batch: int, steps: int, inputs: int, outputs: int, every: bool,
+               y_dtype) -> list[dict]:
+    """Two sets of K batches (so that the next step's can be drawn during a step): x,
+    MSE targets `y` float32 (K, B, S, O) or class indices `labels` int64 (K, B, S) (the
+    other one empty), step weights `mask` (K, B, S), and each batch's loss denominator.
+    Every MSE task here draws float32 targets, so float32 holds them exactly."""
+    S = steps if every else 1
+    xent = np.dtype(y_dtype).kind in "iu"
+    f32 = np.float32
+    return [{"x": np.zeros((members, batch, steps, inputs), f32),
+             "y": np.zeros((members, 0 if xent else batch, S, outputs), f32),
+             "labels": np.zeros((members, batch if xent else 0, S), np.int64),
+             "mask": np.ones((members, batch, S), f32),
+             "denom": np.zeros(members)} for _ in range(2)]
 
 
 def _lines(n: int) -> int:

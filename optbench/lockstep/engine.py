@@ -38,7 +38,6 @@ from time import perf_counter
 
 import numpy as np
 
-from optbench import tasks
 from optbench.cell import Cell, Result
 from optbench.errors import UsageError
 from optbench.tasks import Batch
@@ -194,7 +193,7 @@ class _Group:
         for i, m in enumerate(self.members):
             x, y, mask = self.task.sample(m.rng, self.batch, self.length)
             b["x"][i] = x
-            b["y"][i] = y.reshape(b["y"].shape[1:])
+            _targets(b, i, y)
             if mask is None:
                 b["denom"][i] = float(self.batch * S * count)
             else:
@@ -238,7 +237,8 @@ class _Group:
         t = perf_counter()
         b = self.backend.slots[0]
         x, y, mask = self.warm
-        b["x"][0], b["y"][0] = x, y.reshape(b["y"].shape[1:])
+        b["x"][0] = x
+        _targets(b, 0, y)
         if mask is not None:
             b["mask"][0] = mask
         b["denom"][0] = 1.0
@@ -379,7 +379,7 @@ class _Group:
         self.backend.compact(keep)
         self.val_x[:len(keep)] = self.val_x[keep]
         for b in self.backend.slots:
-            for name in ("x", "y", "mask", "denom"):
+            for name in ("x", "y", "labels", "mask", "denom"):
                 b[name][:len(keep)] = b[name][keep]
         kept = {id(self.members[i]) for i in keep}
         self.members = [self.members[i] for i in keep]
@@ -409,6 +409,14 @@ class _Group:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _targets(b: dict, i: int, y: np.ndarray) -> None:
+    """Row i of the batch set's targets: class indices or MSE targets, (B, S[, O])."""
+    if b["labels"].shape[1]:
+        b["labels"][i] = y.reshape(b["labels"].shape[1:])
+    else:
+        b["y"][i] = y.reshape(b["y"].shape[1:])
 
 
 def _backend(device: str, template, members: int, batch: int, steps: int, y_dtype):
