@@ -25,6 +25,7 @@ ever in flight, which is what Numba's workqueue threading layer needs as well.
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,15 +36,15 @@ from numba import njit, prange
 from optbench.nn import gru, lstm, rnn
 from optbench.nn._bptt import gate_grads, head_grads, pack_weights
 from optbench.nn._gemm import mm_tn
-from optbench.nn._jit import JIT, KC, STAMP, VECTOR_BYTES, panel_width, sources_stamp
+from optbench.nn._jit import JIT, KC, STAMP, panel_width
 from optbench.nn.losses import mse, xent
 from optbench.nn.model import SPREAD, Model, _row_stride, _zeros
 
 KINDS = ("lstm", "gru", "rnn")  # the `kind` index the kernels branch on
 EVAL_CHUNK = 256  # sequences per forward pass, as optbench.train scores a set
 
-# The kernels' on-disk cache goes stale with any change to optbench.nn or this package.
-_STAMP = (STAMP, sources_stamp(Path(__file__).parent, VECTOR_BYTES))
+# The kernels' on-disk cache goes stale with any change to optbench.nn or to this module.
+_STAMP = (STAMP, hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
 
 
 def _jit(fn=None, *, parallel: bool = False):
