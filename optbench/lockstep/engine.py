@@ -376,6 +376,9 @@ class _Group:
         validation inputs and the batch set drawn ahead move up to rows 0 .. len(keep)-1."""
         if len(keep) == len(self.members):
             return
+        if not keep:
+            self.members, self.subs = [], []
+            return
         self.backend.compact(keep)
         self.val_x[:len(keep)] = self.val_x[keep]
         for b in self.backend.slots:
