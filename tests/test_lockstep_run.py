@@ -4,12 +4,11 @@
 import signal
 
 import pytest
+from helpers import TINY_TOML, assert_same_results
+from test_run_resume import CELLS, RESUME_TOML, finish, finished, interrupt
 
 from optbench.cli import main
 from optbench.store import FILENAME, load
-
-from helpers import TINY_TOML, assert_same_results
-from test_run_resume import CELLS, RESUME_TOML, finish, finished, interrupt
 
 
 def test_a_lockstep_run_stores_what_a_serial_run_stores(tmp_path, capsys):
