@@ -130,8 +130,8 @@ def main() -> int:
 def lockstep_kernels():
     """(label, kernel, signature) of every kernel of optbench.lockstep.cuda_kernels, for
     each cell kind with the head on the last step and MSE, and on every step with
-    cross-entropy (the two loss kernels, both head paths), at the launch shape the engine
-    picks for H = 64, B = 32 (`standard`'s models)."""
+    cross-entropy (the two loss kernels, both head paths), at the launch shapes the engine
+    picks for H = 64 (`standard`'s models), batches of 32 and evaluation sets of 512."""
     from numba import types
 
     from optbench.lockstep import cuda_kernels as ck
@@ -148,6 +148,9 @@ def lockstep_kernels():
             inputs = 10 if xent else 2
             seq, groups = launch_shape(64, inputs, 32, kind)
             k = ck.kernels(kind, 64, inputs, outputs, every, xent, seq, groups)
+            # evaluation: the forward pass at its own launch shape (512 sequences)
+            evaluation = ck.kernels(kind, 64, inputs, outputs, every, xent,
+                                    *launch_shape(64, inputs, 512, kind, training=False))
             sigs = {
                 "pack": (arr(2), arr(3), i64),
                 "forward": (arr(4), arr(3), arr(2), arr(4), arr(4), arr(4), arr(4)),
@@ -160,7 +163,8 @@ def lockstep_kernels():
             }
             what = f"{'every' if every else 'last'}, {'xent' if xent else 'mse'}"
             for kernel, sig in sigs.items():
-                out.append((f"lockstep {name} ({what}) {kernel}", getattr(k, kernel), sig))
+                source = evaluation if kernel == "predict" else k
+                out.append((f"lockstep {name} ({what}) {kernel}", getattr(source, kernel), sig))
     return out
 
 

@@ -26,8 +26,10 @@ THREADS = 256  # threads per block to aim for in forward / backward
 SHARED_BYTES = 40 * 1024  # shared memory per block to stay within (48 KiB static)
 
 
-def launch_shape(hidden: int, inputs: int, batch: int, kind: int) -> tuple[int, int]:
-    """(SEQ, groups): sequences per thread and sequence groups per block."""
+def launch_shape(hidden: int, inputs: int, batch: int, kind: int,
+                 training: bool = True) -> tuple[int, int]:
+    """(SEQ, groups): sequences per thread and sequence groups per block, for a training
+    step (forward and backward) or, `training` False, the evaluation's forward pass."""
     from optbench.lockstep.cuda_kernels import shape
 
     s = shape(kind, hidden, inputs, 1)
@@ -36,7 +38,7 @@ def launch_shape(hidden: int, inputs: int, batch: int, kind: int) -> tuple[int, 
 
     def shared(g):  # the larger of forward's and backward's shared arrays, in bytes
         sb = seq * g
-        return 4 * max(2 * sb * s.zw, sb * (s.nbh + 1) * hidden)
+        return 4 * max(2 * sb * s.zw, sb * (s.nbh + 1) * hidden if training else 0)
 
     while groups > 1 and shared(groups) > SHARED_BYTES:
         groups -= 1
@@ -150,9 +152,14 @@ class Cuda:
     # -- evaluation ----------------------------------------------------------------------
     def predict(self, rows, xs: np.ndarray) -> np.ndarray:
         """Outputs (M, N, S, O) of the models in `rows` on xs (M, N, T, I)."""
-        cuda, k = self.cuda, self.k
+        cuda = self.cuda
         rows = np.asarray(rows, np.int64)
         M, N, T = xs.shape[:3]
+        # Evaluation sets are large: blocks of as many sequences as fill THREADS threads
+        # (the forward pass alone, so shared memory holds only the z rows).
+        seq, groups = launch_shape(self.H, self.I, N, self.kind, training=False)
+        k = self.ck.kernels(self.kind, self.H, self.I, self.O, self.every, self.is_xent, seq,
+                            groups)
         S = T if self.every else 1
         params = self.params if np.array_equal(rows, np.arange(rows.size)) else \
             cuda.to_device(self.params.copy_to_host()[rows])
