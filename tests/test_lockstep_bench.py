@@ -52,3 +52,25 @@ def test_bad_lockstep_options_are_refused_in_one_line(capsys, args, message):
     assert main(["kernels", *TINY, *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.cuda
+def test_the_gpu_script_runs_its_lockstep_stages_under_the_simulator():
+    """tools/gpu_check.py --lockstep --simulate: the lockstep CUDA tests, the kernels
+    section on "cuda" and an end-to-end run of a tiny matrix on the engine all run, and
+    the table says so (its timings mean nothing)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "tools/gpu_check.py", "--lockstep", "--simulate"],
+                         cwd=root, capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = out.stdout[out.stdout.index("=" * 78):]
+    assert "lockstep engine   *** CUDA SIMULATOR: timings mean nothing ***" in table
+    assert "passed" in table.split("lockstep cuda tests:")[1].splitlines()[0]
+    assert "K=2 cuda (SIMULATOR: timings mean nothing): lockstep" in table
+    assert "end to end: 2 of 2 cells in" in table and "(all done)" in table
+    assert table.rstrip().splitlines()[-1].startswith("all stages ran")
