@@ -25,6 +25,12 @@ def test_a_lockstep_run_stores_what_a_serial_run_stores(tmp_path, capsys):
     assert_same_results(a, b)
     env = load(b).cells["env_json"]
     assert env.str.contains('"engine": "lockstep"').all()
+    c = str(tmp_path / "c")  # whole groups on worker processes, one thread each
+    assert main([*common, "--out", c, "--engine", "lockstep", "--group-size", "5",
+                 "--workers", "2"]) == 0
+    assert "groups of up to 5 cells on 2 local worker processes" in capsys.readouterr().err
+    assert_same_results(a, c)
+    assert load(c).cells["env_json"].str.contains('"lockstep_threads": 1').all()
 
 
 @pytest.mark.slow
@@ -38,7 +44,7 @@ def test_a_lockstep_run_resumes_after_sigkill_and_ctrl_c(tmp_path):
     assert status == -signal.SIGKILL
     n = finished(a)
     assert 2 <= n < CELLS
-    status, err = interrupt(a, args, signal.SIGINT, after=1)
+    status, err = interrupt(a, args + ["--workers", "2"], signal.SIGINT, after=1)
     assert status == 130, err
     assert err.splitlines()[-1].startswith(f"interrupted: {finished(a)} of {CELLS} cells are "
                                            f"safely stored in {a}/{FILENAME}")
@@ -55,7 +61,9 @@ def test_a_lockstep_run_resumes_after_sigkill_and_ctrl_c(tmp_path):
     (["--device", "cuda"], "--device and --group-size are options of --engine lockstep"),
     (["--engine", "lockstep", "--device", "tpu"], "--device 'tpu' unknown; allowed: cpu, cuda"),
     (["--engine", "lockstep", "--group-size", "0"], "--group-size must be an integer from 1"),
-    (["--engine", "lockstep", "--workers", "2"], "--engine lockstep runs in this process"),
+    (["--engine", "lockstep", "--device", "cuda", "--workers", "2"],
+     "--engine lockstep --device cuda runs in one process"),
+    (["--engine", "lockstep", "--dask-local", "2"], "--engine lockstep runs on this machine"),
 ])
 def test_bad_engine_options_are_one_line_and_exit_2(args, message, tmp_path, capsys):
     out = tmp_path / "out"

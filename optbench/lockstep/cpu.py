@@ -18,15 +18,17 @@ K times the BPTT buffers. Models are handed to threads one at a time
 up one model, not its static share. Evaluation (`predict`) runs the streaming forward
 pass the same way, one (model, block of sequences) unit at a time.
 
-The kernels release the GIL (`nogil`), so the engine samples the next step's batches on
-the calling thread while a step runs on a helper thread. Only one parallel region is
-ever in flight, which is what Numba's workqueue threading layer needs as well.
+Everything runs on the calling thread, one parallel region at a time, which is also what
+Numba's workqueue threading layer needs (it aborts on concurrent launches). Drawing the
+next step's batches on the calling thread while a step ran on a helper thread (the
+kernels release the GIL) measured slower on the 2-core development machine: three busy
+threads on two cores (0.81x on 32 LSTM(32) models at T = 50, 0.78x on tiny ones).
 """
 
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numba
@@ -41,6 +43,11 @@ from optbench.nn.losses import mse, xent
 from optbench.nn.model import SPREAD, Model, _row_stride, _zeros
 
 KINDS = ("lstm", "gru", "rnn")  # the `kind` index the kernels branch on
+# Clipping and optimizer steps over fewer elements than this run on one thread: they are
+# memory-bound and short, and waking a second thread for them cost more than it saved on
+# the shared 2-core machine (32 x 400 parameters: 3.6 ms to clip on two threads, 86 us on
+# one; 32 x 40,000: 12.6 against 3.3 ms).
+ONE_THREAD_BELOW = 1 << 20
 EVAL_CHUNK = 256  # sequences per forward pass, as optbench.train scores a set
 
 # The kernels' on-disk cache goes stale with any change to optbench.nn or to this module.
@@ -230,13 +237,12 @@ class Cpu:
     device = "cpu"
     optim_backend = "cpu"  # the optbench.optim backend that steps `params`
 
-    def __init__(self, template: Model, members: int, batch: int, steps: int, y_dtype,
-                 threads: int | None = None):
+    def __init__(self, template: Model, members: int, batch: int, steps: int, y_dtype):
         m = template
         if m.dtype != np.float32:
             raise ValueError("the lockstep engine trains float32 models")
         self.template, self.members, self.batch, self.steps = m, members, batch, steps
-        self.threads = threads or numba.get_num_threads()
+        self.threads = numba.get_num_threads()  # the caller's: recorded with each result
         self.kind = KINDS.index(m.kind)
         self.every = m.head == "every"
         H, I, O = m.hidden_size, m.input_size, m.output_size
@@ -285,23 +291,20 @@ class Cpu:
         self.is_xent = self.slots[0]["labels"].shape[1] > 0
         # Evaluation: per-thread flat buffers of EVAL_CHUNK rows, grown on demand.
         self._eval = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="optbench-lockstep")
-        self._running = None
+        self._sums = None
 
     # -- training ------------------------------------------------------------------------
     def launch(self, slot: int, n: int) -> None:
-        """Start the training step of models 0 .. n-1 on batch set `slot` (returns at once;
-        `wait` gives the loss sums)."""
-        self._running = self._pool.submit(self._step, slot, n)
+        """The training step of models 0 .. n-1 on batch set `slot` (on the CPU it runs
+        here and now; `wait` gives the loss sums)."""
+        self._sums = self._step(slot, n)
 
     def wait(self) -> np.ndarray:
-        """The loss sums (float64, n) of the step `launch` started; grads and profile hold
-        its gradients and gradient-norm profiles."""
-        running, self._running = self._running, None
-        return running.result()
+        """The loss sums (float64, n) of the last step; grads and profile hold its
+        gradients and gradient-norm profiles."""
+        return self._sums
 
     def _step(self, slot: int, n: int) -> np.ndarray:
-        numba.set_num_threads(self.threads)  # thread-local: this is the helper thread
         b = self.slots[slot]
         with numba.parallel_chunksize(1):
             _train(self.kind, n, self.every, self.dims, self.offs, self.gate_i, self.gate_h,
@@ -312,6 +315,19 @@ class Cpu:
                    self.zb, self.gb, self.cb, self.db, self.norms, self.yb, self.dwt, self.dyb,
                    self.zh, self.dwhead, self.profile, self.losses)
         return self.losses[:n].copy()
+
+    @contextmanager
+    def update_threads(self, elements: int):
+        """Numba threads for the clipping and optimizer steps over `elements` values: one
+        below ONE_THREAD_BELOW. Their results do not depend on the thread count."""
+        if elements >= ONE_THREAD_BELOW or self.threads == 1:
+            yield
+            return
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(self.threads)
 
     def profiles(self, rows) -> np.ndarray:
         """grad_norm_per_step (float64, len(rows) x T) of the last step, for those rows."""
@@ -328,7 +344,6 @@ class Cpu:
         outs = T if self.every else 1
         ws = self._eval_buffers(T, M)
         out = np.empty((M, N, outs, self.template.output_size), np.float32)
-        numba.set_num_threads(self.threads)
         with numba.parallel_chunksize(1):
             _predict(self.kind, self.every, self.dims, self.offs, self.gate_i, self.gate_h,
                      rows, units, np.ascontiguousarray(xs, np.float32), self.params,
@@ -391,7 +406,7 @@ class Cpu:
         self.params[i] = values
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        pass
 
 
 def batch_sets(members: int, batch: int, steps: int, inputs: int, outputs: int, every: bool,

@@ -16,6 +16,8 @@ the results agree within float32 rounding of sums taken in another order
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 
 from optbench.errors import UsageError
@@ -139,6 +141,11 @@ class Cuda:
     def wait(self) -> np.ndarray:
         """The loss sums (n,) of the queued step, as float64 (summed in float32)."""
         return self.sums[:self._n].copy_to_host().astype(np.float64)
+
+    @staticmethod
+    def update_threads(elements: int):
+        """Host threads for clipping and optimizer steps: theirs run on the device."""
+        return nullcontext()
 
     def profiles(self, rows) -> np.ndarray:
         """grad_norm_per_step of the last step for `rows`: the batch mean of ||dL/dh_t||,

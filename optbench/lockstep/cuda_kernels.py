@@ -338,23 +338,27 @@ def kernels(kind: int, hidden: int, inputs: int, outputs: int, every: bool, xent
         for q in range(SEQ):
             dc[q] = ZERO  # LSTM: dL/dc_t through c_{t+1}; GRU: dL/dh_t through z_{t+1}
         for t in range(T - 1, -1, -1):
+            # dL/dh_t: the head's part, then dG_{t+1} W_hh with each weight loaded once for
+            # the thread's SEQ sequences (its rows of dG are shared-memory broadcasts).
             for q in range(SEQ):
-                row = sg * SEQ + q
-                b = b0 + row
+                b = b0 + sg * SEQ + q
                 v = ZERO
                 if b < N:
                     if EVERY or t == T - 1:
                         for o in range(O):
                             v += dy[m, t if EVERY else 0, b, o] * params[m, OFF_HW + o * H + u]
-                    if t < T - 1:
-                        for blk in range(NBH):
-                            gh = G_H[blk]
-                            for j in range(H):
-                                v += dg[row, blk * H + j] * params[m, OFF_WHH + (gh * H + j) * H + u]
-                        if KIND == GRU:
-                            v += dc[q]
+                    if KIND == GRU and t < T - 1:
+                        v += dc[q]
                 dh[q] = v
-                sq[row, u] = v * v
+            if t < T - 1:
+                for blk in range(NBH):
+                    gh = G_H[blk]
+                    for j in range(H):
+                        w = params[m, OFF_WHH + (gh * H + j) * H + u]
+                        for q in range(SEQ):
+                            dh[q] += dg[sg * SEQ + q, blk * H + j] * w
+            for q in range(SEQ):
+                sq[sg * SEQ + q, u] = dh[q] * dh[q]
             cuda.syncthreads()
             for q in range(u, SEQ, H):
                 row = sg * SEQ + q

@@ -293,9 +293,11 @@ class _Group:
                 self._sample(1 - slot)  # the next step's batches, while this step runs
             sums = self.backend.wait()
             grads = self.backend.grads[:n]
-            norms = optim.clip_grad_norm(grads, clip_norm or sys.float_info.max)
-            if clip_value:
-                optim.clip_grad_value(grads, clip_value)
+            elements = n * grads.shape[1]
+            with self.backend.update_threads(elements):
+                norms = optim.clip_grad_norm(grads, clip_norm or sys.float_info.max)
+                if clip_value:
+                    optim.clip_grad_value(grads, clip_value)
             denom = self.backend.slots[slot]["denom"]
             diverged = []
             for i, m in enumerate(self.members):
@@ -306,8 +308,9 @@ class _Group:
                     m.outcome, m.diverged_at = "diverged", step
                     diverged.append(i)
             kept = [(i, self.backend.row(i)) for i in diverged]  # no update for these
-            for sub, (lo, hi) in zip(self.subs, self._rows()):
-                sub.opt.step(self.backend.params[lo:hi], grads[lo:hi], sub.state)
+            with self.backend.update_threads(elements):
+                for sub, (lo, hi) in zip(self.subs, self._rows()):
+                    sub.opt.step(self.backend.params[lo:hi], grads[lo:hi], sub.state)
             for i, values in kept:
                 self.backend.set_row(i, values)
             profile = None

@@ -4,10 +4,19 @@ member the moment it finishes (a killed run keeps every finished cell and resume
 progress counts cells, and the report reads the store as it always does.
 
     python -m optbench run standard --engine lockstep --device cuda [--group-size 256]
+    python -m optbench run quick --engine lockstep --workers 2     # groups on 2 processes
+
+With --workers N (CPU only) whole groups run on N local worker processes (spawned, with
+`cores // N` Numba threads each, as runner.Processes gives them), and each member's Result
+comes back through a queue the moment it finishes. With one thread per process no step
+waits for another thread at the end of its parallel region, which on a machine shared
+with other work is what a group of threads loses time to; a worker that dies costs its
+group's unfinished members, which run again on a fresh pool.
 """
 
 from __future__ import annotations
 
+import queue as queues
 from collections.abc import Iterable, Iterator
 
 from optbench.cell import Cell, Result
@@ -25,7 +34,8 @@ MAX_GROUP = 4096
 class Lockstep:
     """Run the cells in lockstep groups (optbench.lockstep.engine.plan) on `device`."""
 
-    def __init__(self, device: str = "cpu", group_size: int | None = None):
+    def __init__(self, device: str = "cpu", group_size: int | None = None,
+                 workers: int | None = None):
         if device not in DEVICES:
             raise UsageError(f"--device {device!r} unknown; allowed: {', '.join(DEVICES)}")
         if group_size is None:
@@ -34,12 +44,19 @@ class Lockstep:
                 or not 1 <= group_size <= MAX_GROUP:
             raise UsageError(f"--group-size must be an integer from 1 to {MAX_GROUP}; "
                              f"got {group_size!r}")
+        if workers is not None:
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+                raise UsageError(f"--workers must be a positive integer; got {workers!r}")
+            if device == "cuda":
+                raise UsageError("--engine lockstep --device cuda runs in one process (it "
+                                 "drives the GPU); --workers is for --device cpu")
         if device == "cuda":
             from optbench.optim.drivers import cuda_module
 
             cuda_module()  # UsageError, one line, when there is neither a GPU nor the simulator
-        self.device, self.group_size = device, group_size
-        self.name = f"in lockstep groups of up to {group_size} cells on the {device}"
+        self.device, self.group_size, self.workers = device, group_size, workers
+        where = f"{workers} local worker processes" if workers else f"the {device}"
+        self.name = f"in lockstep groups of up to {group_size} cells on {where}"
 
     def __enter__(self):
         return self
@@ -50,8 +67,85 @@ class Lockstep:
     def run(self, fn, cells: Iterable[Cell]) -> Iterator[Result]:
         """`fn` (the per-cell runner of the other executors) is not called: the engine
         trains the cells itself, with run_cell's loop for each member."""
-        for group in plan(cells, self.group_size):
-            yield from run_group(group, self.device)
+        groups = plan(cells, self.group_size)
+        if self.workers is None:
+            for group in groups:
+                yield from run_group(group, self.device)
+        else:
+            yield from _on_processes(groups, self.workers, self.group_size)
+
+
+_RESULTS = None  # a worker's queue to the coordinating process
+
+
+def _init_worker(env: dict, results) -> None:
+    global _RESULTS
+    from optbench.runner import _init_worker as init
+
+    init(env)
+    _RESULTS = results
+
+
+def _run_in_worker(group: list[Cell]) -> int:
+    """Train one group on the CPU, sending each Result home the moment it finishes."""
+    n = 0
+    for result in run_group(group, "cpu"):
+        _RESULTS.put(result)
+        n += 1
+    return n
+
+
+def _on_processes(groups: list[list[Cell]], workers: int, group_size: int) -> Iterator[Result]:
+    """Groups on `workers` spawned processes; Results as they arrive. A pool that breaks
+    (a worker died) is replaced and the members not yet back run again, up to
+    runner.MAX_BREAKDOWNS times in a row without progress."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from optbench.runner import MAX_BREAKDOWNS, WorkerLost, _stop, worker_env
+
+    ctx = multiprocessing.get_context("spawn")
+    pending = {c.key: c for g in groups for c in g}
+    breakdowns = 0
+    while pending:
+        results = ctx.Queue()
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(worker_env(workers), results))
+        try:
+            todo = plan(pending.values(), group_size) if breakdowns else groups
+            futures = [pool.submit(_run_in_worker, g) for g in todo]
+            broken = False
+            while pending and not broken:
+                try:
+                    result = results.get(timeout=0.2)
+                except queues.Empty:
+                    for f in futures:
+                        if f.done() and isinstance(f.exception(), BrokenProcessPool):
+                            broken = True
+                        elif f.done() and f.exception() is not None:
+                            raise f.exception()
+                    continue
+                if result.key in pending:
+                    del pending[result.key]
+                    breakdowns = 0
+                    yield result
+            if broken:
+                while True:  # what arrived before the pool broke
+                    try:
+                        result = results.get(timeout=0.5)
+                    except queues.Empty:
+                        break
+                    if result.key in pending:
+                        del pending[result.key]
+                        yield result
+                breakdowns += 1
+                if breakdowns >= MAX_BREAKDOWNS and pending:
+                    raise WorkerLost(f"worker processes died {breakdowns} times in a row; "
+                                     f"cells not finished: {', '.join(sorted(pending))}")
+        finally:
+            _stop(pool)
+            results.close()
 
 
 def executor_for(args) -> Lockstep | None:
@@ -64,7 +158,7 @@ def executor_for(args) -> Lockstep | None:
         if args.device is not None or args.group_size is not None:
             raise UsageError("--device and --group-size are options of --engine lockstep")
         return None
-    if args.workers is not None or args.scheduler or args.dask_local is not None:
-        raise UsageError("--engine lockstep runs in this process (its threads or its GPU); "
-                         "it does not combine with --workers or Dask options")
-    return Lockstep(args.device or "cpu", args.group_size)
+    if args.scheduler or args.dask_local is not None:
+        raise UsageError("--engine lockstep runs on this machine (its threads, local worker "
+                         "processes or its GPU); it does not combine with Dask options")
+    return Lockstep(args.device or "cpu", args.group_size, args.workers)
