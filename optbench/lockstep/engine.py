@@ -124,7 +124,7 @@ class _Sub:
 
 class _Group:
     def __init__(self, cells: list[Cell], device: str):
-        from optbench import nn, train
+        from optbench import train
 
         started = perf_counter()
         if device not in DEVICES:
@@ -136,9 +136,12 @@ class _Group:
             raise UsageError("the cells of a lockstep group must share "
                              f"{', '.join(GROUP_FIELDS)}; got {len(keys)} different ones")
         self.task, self.length = train._check(cells[0])
+        built = {}
         for cell in cells:
             train._check(cell)
-            train.build(cell, self.task)  # UsageError for an unknown model or optimizer
+            # run_cell's own build: UsageError for an unknown model or optimizer, and the
+            # member's initial parameters (the same draws as run_cell's).
+            built[cell.key] = train.build(cell, self.task)[0]
         # Sub-batches: members of one optimizer kind are contiguous rows.
         subs: dict[tuple, list[Cell]] = {}
         for cell in cells:
@@ -149,10 +152,7 @@ class _Group:
         self.steps, self.batch, self.every = c0.steps, c0.batch_size, self.task.head == "every"
         self.T = self.task.steps(self.length)
         self.members = [_Member(c, self.task, self.length) for c in ordered]
-        chrono = {"chrono_tmax": self.T} if c0.init == "chrono" else {}
-        models = [nn.build(c.model, input_size=self.task.input_size, hidden_size=c.hidden,
-                           output_size=self.task.output_size, head=self.task.head, seed=c.seed,
-                           init=c.init, **chrono) for c in ordered]
+        models = [built[c.key] for c in ordered]
         self.warm = self.task.sample(np.random.default_rng(0), self.batch, self.length)
         self.backend = _backend(device, models[0], self.K, self.batch, self.T,
                                 self.warm.y.dtype)
@@ -290,7 +290,7 @@ class _Group:
                 self._sample(slot)
             self.backend.launch(slot, n)
             if step < self.steps:
-                self._sample(1 - slot)  # the next step's batches, while this step runs
+                self._sample(1 - slot)  # the next step's (on CUDA while this one runs)
             sums = self.backend.wait()
             grads = self.backend.grads[:n]
             elements = n * grads.shape[1]
