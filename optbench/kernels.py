@@ -7,9 +7,9 @@ in the same process).
 with `--section batched`, K models of P parameters stepped as one (K, P) array against K
 separate 1-D steps (issue 8; P defaults to the seed LSTM's parameter count).
 
-with `--section lockstep`, training steps of K models of one shape in lockstep against K
-separate models and torch (optbench.lockstep.bench; `--model` sets the shape, default
-lstm:64:100:32:2, `--lockstep-models` the K values).
+with `--section lockstep` (not part of `all`), training steps of K models of one shape in
+lockstep against K separate models and torch (optbench.lockstep.bench; `--model` sets the
+shape, default lstm:64:100:32:2, `--lockstep-models` the K values).
 
 For every optimizer x backend x size it reports time per step (the median over --repeat
 samples, each sample timing enough back-to-back steps to last a few milliseconds), Gparam/s,
@@ -307,7 +307,7 @@ def run(args) -> int:
             report["model_start_s"] = start_times()
     if args.section in ("batched", "all"):
         report["batched"] = _batched(args, names, backends, *batch, report)
-    if args.section in ("lockstep", "all"):
+    if args.section == "lockstep":  # not in "all": it trains up to hundreds of models
         from optbench.lockstep.bench import bench_lockstep
 
         report["lockstep"] = bench_lockstep(*lockstep, repeat=args.repeat, torch=torch)
