@@ -72,7 +72,7 @@ class AdamSolvesAdding:
 
 
 class ValLossAfterBudget:
-    params = [list(optim.names())]
+    params = [list(optim.builtin_names())]
     param_names = ["optimizer"]
     unit = "MSE"
     rounds = 1

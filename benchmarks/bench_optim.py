@@ -12,7 +12,7 @@ from ._common import optimizer_step
 
 
 class OptimizerStep:
-    params = [list(optim.names()), ["cpu", "cuda"], [1 << 10, 1 << 16, 1 << 22]]
+    params = [list(optim.builtin_names()), ["cpu", "cuda"], [1 << 10, 1 << 16, 1 << 22]]
     param_names = ["optimizer", "backend", "params"]
 
     def setup(self, name, backend, n):

@@ -2,7 +2,11 @@
 training loop (`optbench.train.run_cell`), the matrix, the executors and the store.
 
 A cell is plain, JSON-able data. Its key is a hash of its canonical JSON, so the same
-configuration always lands on the same row of the store (what makes resume work).
+configuration always lands on the same row of the store (what makes resume work). A cell
+that runs a plugin's optimizer or task also carries `code`, a hash of that plugin code
+(`optbench.plugins.code_key`), so editing the plugin gives new cells instead of reusing
+results of the old code; built-in cells have no `code` and their canonical JSON leaves it
+out, so their keys stay what they were.
 `PROTOCOL` is part of every key: bump it when a change to the training loop, a task
 generator or a model makes old results incomparable, and old rows stop matching.
 """
@@ -36,10 +40,13 @@ class Cell:
     clip_value: float | None = None  # element-wise clipping; None = off
     eval_every: int = 100
     init: str = "default"  # model init scheme: "default" or "chrono"
+    code: str | None = None  # hash of the plugin code the cell runs; None: built-ins only
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hparams"] = _canonical(d["hparams"])
+        if d["code"] is None:
+            del d["code"]
         return d
 
     @classmethod

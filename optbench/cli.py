@@ -24,8 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line like every other refusal (argparse prints the
+    usage first); sub-command parsers are of this class too."""
+
+    def error(self, message: str):
+        name = self.prog.removeprefix("python -m ")
+        self.exit(2, f"{name}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m optbench",
         description="Which optimizer trains a recurrent network across a long time lag, "
         "how fast, and why.",

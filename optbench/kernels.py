@@ -33,11 +33,6 @@ DEFAULT_SIZES = (10, 14, 18, 22, 26)
 SIZE_RANGE = (4, 30)  # powers of two
 MIN_SAMPLE_S = 2e-3  # one timing sample runs the step at least this long
 
-TORCH_NAMES = {
-    "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
-    "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
-}
-
 
 SECTIONS = ("optimizers", "models", "batched", "lockstep", "all")
 DEFAULT_BATCH_MODELS = (1, 8, 64)
@@ -55,6 +50,8 @@ def configure(parser) -> None:
                         "training step, with an empty Numba cache (compiling), then warm")
     parser.add_argument("--optimizers", default=None,
                         help="comma-separated names (default: all)")
+    parser.add_argument("--plugin", metavar="FILE_OR_MODULE", action="append", default=[],
+                        help="load a plugin's optimizers first, to time them too (repeatable)")
     parser.add_argument("--backends", default=None,
                         help="comma-separated: numpy, cpu, cuda (default: cpu, plus cuda on a GPU)")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
@@ -85,10 +82,12 @@ def configure(parser) -> None:
 
 def _parse(args):
     """Check every option before any work starts; return (optimizers, backends, sizes)."""
-    from optbench import optim
+    from optbench import optim, plugins
     from optbench.errors import UsageError
 
-    names = optim.names() if args.optimizers is None else tuple(
+    plugins.load_all(getattr(args, "plugin", []), what="--plugin")
+    kernels = tuple(n for n in optim.names() if not hasattr(optim.spec(n), "kwargs"))
+    names = kernels if args.optimizers is None else tuple(
         s.strip() for s in args.optimizers.split(",") if s.strip())
     for name in names:
         optim.spec(name)  # UsageError listing the names
@@ -260,7 +259,7 @@ def _ours(name: str, backend: str, n: int, rng) -> Candidate:
 def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_param: int):
     """torch.optim's `mode` ("fused"/"foreach") step of optimizer `name`, or None if torch
     has no such step."""
-    cls = getattr(torch.optim, TORCH_NAMES.get(name, ""), None)
+    cls = torch_class(torch, name)
     if cls is None:
         return None
     p = torch.tensor(rng.standard_normal(n, dtype="float32"), device=device)
@@ -271,6 +270,43 @@ def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_para
         return None  # no such implementation of this optimizer (on this device)
     seconds = _torch_cuda_seconds(torch) if device == "cuda" else None
     return Candidate(f"torch-{mode}", opt.step, bytes_per_param, seconds)
+
+
+def _torch_single(torch, name: str, n: int, rng, bytes_per_param: int):
+    """torch.optim's single-tensor step (foreach=False, what it runs for one CPU tensor) of
+    optimizer `name` on a tensor with its gradient set: what the adapter calls."""
+    cls = torch_class(torch, name)
+    if cls is None:
+        return None
+    p = torch.tensor(rng.standard_normal(n, dtype="float32"))
+    p.grad = torch.tensor(rng.standard_normal(n, dtype="float32"))
+    return Candidate("torch-single", cls([p], foreach=False).step, bytes_per_param)
+
+
+def _torch_adapter(torch, name: str, n: int, rng, bytes_per_param: int):
+    """The same torch class through optbench's adapter (optim.torch_adapter): a numpy
+    parameter vector shared with torch, each step's gradient vector wrapped without a copy."""
+    import numpy as np
+
+    from optbench import optim
+
+    if torch_class(torch, name) is None:
+        return None
+    opt = optim.create(optim.spec(name).torch)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32)
+    state = opt.init(p)
+    return Candidate("torch-adapter", lambda: opt.step(p, g, state), bytes_per_param)
+
+
+def torch_class(torch, name: str):
+    """The torch.optim class optimizer `name` reproduces (its spec's `torch` field), or None."""
+    from optbench import optim
+
+    path = optim.spec(name).torch
+    if not path.startswith("torch.optim."):
+        return None
+    return getattr(torch.optim, path.removeprefix("torch.optim."), None)
 
 
 def _import_torch():
@@ -315,6 +351,10 @@ def run(args) -> int:
     report["env"]["cuda_simulator"] = "cuda" in backends and not _real_gpu()
     if torch is not None:
         report["env"]["torch_threads"] = torch.get_num_threads()
+    report["env"]["torch_status"] = (
+        "left out (--no-torch)" if args.no_torch else
+        f"torch {torch.__version__}" if torch is not None else
+        'not installed (pip install "optbench[compare]"): no torch columns')
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -364,6 +404,11 @@ def _measure(name, e, backends, torch, repeat, rng, report) -> list[dict]:
                 if c is not None:
                     c.label += "" if device == "cpu" else "-cuda"
                     cands.append(c)
+        if "cpu" in backends:  # the adapter's cost: its step against torch's own and ours
+            for make in (_torch_single, _torch_adapter):
+                c = make(torch, name, n, rng, cands[0].bytes_per_param)
+                if c is not None:
+                    cands.append(c)
     for c in cands:
         c.warm_up()
     for _ in range(repeat):
@@ -389,6 +434,9 @@ def _rows(name: str, e: int, cands: list[Candidate], report: dict) -> list[dict]
             "share_of_bandwidth": n * c.bytes_per_param / t / 1e9 / _reference_GBps(report,
                                                                                    c.label),
             "vs_torch_fused": (medians[fused] / t) if fused in medians else None,
+            # The torch adapter's time per step beyond the native cpu kernel's.
+            "over_cpu_us": (t - medians["cpu"]) * 1e6 if c.label == "torch-adapter"
+            and "cpu" in medians else None,
             "first_call_s": c.first_call_s, "samples": len(c.samples), "steps_per_sample": c.inner,
         })
     return rows
@@ -454,6 +502,8 @@ def _text(report: dict) -> str:
         + f"; load average before the run {env['load_average_1min']:.2f}",
         f"model kernels: {env.get('nn_layout', '?')} layout",
     ]
+    if "torch_threads" not in env and env.get("torch_status"):
+        lines.append(f"torch: {env['torch_status']} ('-' where torch's figure would be)")
     if env.get("cuda_simulator"):
         lines.append("CUDA SIMULATOR (NUMBA_ENABLE_CUDASIM=1): the cuda timings mean nothing")
     if "bandwidth" in report:
@@ -487,22 +537,50 @@ def _text(report: dict) -> str:
     return "\n".join(lines)
 
 
+def disturbed(rows: list[dict], bandwidth: dict) -> list[dict]:
+    """Host rows that moved more than the measured bandwidth although a step moves at least
+    as many bytes as the probe: both then stream from the same memory, and a step cannot
+    beat the probe, so the probe under-measured (another process's load while it ran, or a
+    probe small enough to stay in the caches) and those shares overstate."""
+    from optbench.bandwidth import BYTES_PER_ELEMENT
+
+    probe = BYTES_PER_ELEMENT * bandwidth["n"]
+    return [r for r in rows if not r["backend"].endswith("cuda")
+            and r["params"] * r["bytes_per_param"] >= probe and r["share_of_bandwidth"] > 1.0]
+
+
 def _text_optimizers(report: dict) -> list[str]:
     lines = [
         f"{'optimizer':9} {'backend':14} {'size':>5} {'us/step':>11} {'Gparam/s':>9} "
         f"{'B/param':>7} {'GB/s':>7} {'%bw':>5} {'vs fused':>8} {'1st call s':>10}",
     ]
+    bad = {id(r) for r in disturbed(report["rows"], report["bandwidth"])}
     for r in report["rows"]:
         vs = f"{r['vs_torch_fused']:.2f}x" if r["vs_torch_fused"] is not None else "-"
         lines.append(
             f"{r['optimizer']:9} {r['backend']:14} {'2^' + str(r['log2_size']):>5} "
             f"{r['us_per_step']:11.1f} {r['Gparams_per_s']:9.3f} {r['bytes_per_param']:7d} "
-            f"{r['GBps']:7.1f} {100 * r['share_of_bandwidth']:4.0f}% {vs:>8} "
-            f"{r['first_call_s']:10.3f}"
+            f"{r['GBps']:7.1f} {100 * r['share_of_bandwidth']:4.0f}%{'!' if id(r) in bad else ' '}"
+            f"{vs:>8} {r['first_call_s']:10.3f}"
         )
     lines.append("")
+    if bad:
+        worst = max(100 * r["share_of_bandwidth"] for r in report["rows"] if id(r) in bad)
+        lines.append(f"! {len(bad)} rows moving at least the probe's bytes beat the measured "
+                     f"bandwidth (up to {worst:.0f} %): the probe under-measured, disturbed by "
+                     f"other processes (load average "
+                     f"{report['env'].get('load_average_1min', 0):.2f}) or small enough to stay "
+                     "in the caches (--bandwidth-size); their %bw overstate")
     lines.append("vs fused: torch.optim fused step time / this row's (above 1: faster than torch). "
                  "1st call: compile or cache load, not in us/step.")
+    adapter = [r for r in report["rows"] if r.get("over_cpu_us") is not None]
+    if adapter:
+        lines.append("torch-single: torch.optim's one-tensor step (foreach=False); torch-adapter: "
+                     "the same through optbench.optim.torch_adapter (numpy vectors shared "
+                     "with torch). Its time per step beyond the native cpu kernel's:")
+        lines += [f"  {r['optimizer']:9} 2^{r['log2_size']:<3} +{r['over_cpu_us']:.1f} us "
+                  f"({r['us_per_step'] / (r['us_per_step'] - r['over_cpu_us']):.2f}x the cpu "
+                  "step)" for r in adapter]
     return lines
 
 

@@ -19,26 +19,36 @@ A cell in both tiers (the grid's centre is the default lr) is one cell: run and 
 Top-level keys (`KEYS`; defaults in brackets):
 
     name        matrix name recorded in the store            [file stem / preset name]
+    plugins     .py files (relative to the TOML file) and module names to load first:
+                their optimizers and tasks join the built-in ones (optbench.plugins) []
     tasks       list of task names (optbench.tasks.names())  required
     lengths     list of sequence lengths for every task, or a table task -> list   required
     models      list of model kinds (optbench.nn.names())    ["lstm"]
     hidden      list of hidden sizes                         [128]
     optimizers  list of names, or array of tables (below)    required
+                ("all", alone or in the list: every built-in optimizer)
     seeds       list of seeds, or n for seeds 0..n-1         [3]
     steps       step budget per cell, or a table task -> int [2000]
     batch_size  sequences per step                           [32]
     eval_every  steps between validation evaluations         [100]
     clip_norm   global-norm clipping threshold; false = off  [1.0]
     clip_value  element-wise clipping threshold; false = off [false]
-    init        model init: "default" or "chrono"            ["default"]
+    init        model init: "default", "keras" or "chrono"   ["default"]
     tiers       which tiers to run: "defaults", "tuned"      [both]
+    schedule    the learning-rate schedule of every optimizer that sets none: "constant",
+                "warmup", "cosine", "step", or a table with its parameters (optbench.schedules)
+                ["constant"]
     [tuning]    lr_points (grid size, odd keeps the default in the grid) [5]
                 lr_decades (the grid spans this many decades around the default) [2]
 
 An `[[optimizers]]` table has `name`, optionally `lr` (the centre of its grid and its
 "defaults" cell), `lr_grid` (an explicit list of learning rates instead of the log-spaced
-grid), and any of the optimizer's hyper-parameters by their torch.optim names. The same
+grid), `schedule` (its learning-rate schedule, as the top-level key), and any of the
+optimizer's hyper-parameters by their torch.optim names. The same
 name may appear twice with different hyper-parameters (e.g. SGD with and without momentum).
+Instead of `name`, `torch = "torch.optim.ASGD"` (or "some_package.module:Class") makes any
+torch optimizer class a contestant, its other keys the class's keyword arguments
+(`optbench.optim.torch_adapter`; needs torch).
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TIERS = ("defaults", "tuned")
-_DEFAULT = {f.name: f.default for f in fields(Cell) if f.name != "hparams"}
+_DEFAULT = {f.name: f.default for f in fields(Cell) if f.name not in ("hparams", "code")}
 KEYS = {
     "name": None,
     "tasks": None,
@@ -74,16 +84,28 @@ KEYS = {
     "init": _DEFAULT["init"],
     "tiers": list(TIERS),
     "tuning": {"lr_points": 5, "lr_decades": 2.0},
+    "plugins": [],
+    "schedule": None,
 }
 REQUIRED = ("tasks", "lengths", "optimizers")
+# Bounds beyond the registries' own checks, so that what passes also runs and is stored:
+# every integer fits the store's 64-bit INTEGER; a matrix stays small enough to plan (a
+# million cells take minutes and gigabytes to expand and record; split larger ones into
+# matrices that share an --out directory); the lr grid stays a grid of float32 numbers
+# (the kernels' precision), and a name is one plain file name (the report's).
+MAX_INT = 2**63 - 1
+MAX_CELLS = 250_000
+MAX_LR_POINTS = 101
+MAX_LR_DECADES = 30.0
+MAX_NAME = 100
+_FLOAT32 = (1.1754944e-38, 3.4028235e38)
 
 # Presets: data in the config format above. Run times on the development machine (2 AMD EPYC
 # cores, shared): `quick` measured 2.1-2.7 min serially and 1.4 min with --workers 2. The
 # others are upper bounds from `tools/estimate_presets.py` (every cell using its whole
 # budget, one Numba thread; on `quick` the bound is 4 min): smoke seconds, seed 3 min,
 # standard 5.7 h, full 15 days (meant for a Dask cluster).
-_ALL_OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
-                   "lion"]
+ALL = "all"  # in `optimizers`: every built-in optimizer (optbench.optim.builtin_names())
 PRESETS: dict[str, dict] = {
     # Seconds: the mechanics end to end (tests, first contact).
     "smoke": dict(
@@ -102,7 +124,7 @@ PRESETS: dict[str, dict] = {
     "standard": dict(
         tasks=["adding", "temporal_order_4", "copy"],
         lengths={"adding": [50, 100, 200], "temporal_order_4": [50, 100], "copy": [10, 20]},
-        models=["lstm", "gru"], hidden=[64], optimizers=_ALL_OPTIMIZERS, seeds=3,
+        models=["lstm", "gru"], hidden=[64], optimizers=ALL, seeds=3,
         steps=3000, eval_every=100, tuning={"lr_points": 5, "lr_decades": 2.0},
     ),
     # Days: every task, model and optimizer, two widths, five seeds, a 7-point grid.
@@ -112,16 +134,18 @@ PRESETS: dict[str, dict] = {
         lengths={"adding": [50, 100, 200, 400], "copy": [10, 20, 50],
                  "temporal_order_4": [50, 100, 200], "temporal_order_8": [100, 200],
                  "digits": [64], "digits_permuted": [64]},
-        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=_ALL_OPTIMIZERS, seeds=5,
+        models=["lstm", "gru", "rnn"], hidden=[64, 128], optimizers=ALL, seeds=5,
         steps=5000, eval_every=100, tuning={"lr_points": 7, "lr_decades": 3.0},
     ),
-    # The seed program's set-up: LSTM(128) + Dense(1), Adam lr 1e-3, MSE, batch 32, on the
-    # adding problem; untuned (PyTorch's reference run reached validation MSE 0.037 after
-    # 4000 steps at T = 100).
+    # The seed program, as Keras 3 runs it: LSTM(128) + Dense(1) with Keras's default
+    # initialisation (optbench.nn.init "keras"), keras.optimizers.Adam(1e-3) (epsilon 1e-7
+    # added to sqrt(v) before the bias correction: adam's epsilon_hat), no gradient
+    # clipping, MSE, batch 32, on the adding problem at T = 100; untuned.
     "seed": dict(
-        tasks=["adding"], lengths=[100], models=["lstm"], hidden=[128],
-        optimizers=[{"name": "adam", "lr": 1e-3}], seeds=3, steps=4000, eval_every=100,
-        batch_size=32, tiers=["defaults"],
+        tasks=["adding"], lengths=[100], models=["lstm"], hidden=[128], init="keras",
+        optimizers=[{"name": "adam", "lr": 1e-3, "eps": 1e-7, "epsilon_hat": True}],
+        clip_norm=False, seeds=3, steps=4000, eval_every=100, batch_size=32,
+        tiers=["defaults"],
     ),
 }
 DEFAULT_PRESET = "quick"
@@ -167,21 +191,34 @@ def from_toml(path: str) -> Matrix:
         raise UsageError(f"cannot read config {path!r}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise UsageError(f"config {path!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                         f"at offset {exc.start})") from None
     config.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    return expand(config, source=f"config {path!r}")
+    return expand(config, source=f"config {path!r}",
+                  directory=os.path.dirname(os.path.abspath(path)))
 
 
-def expand(config: dict, source: str = "config") -> Matrix:
-    """Validate `config` (the keys in this module's docstring) and cross its axes into cells."""
+def expand(config: dict, source: str = "config", directory: str | None = None) -> Matrix:
+    """Validate `config` (the keys in this module's docstring) and cross its axes into cells.
+    Its `plugins` are loaded first (file paths relative to `directory`, else to the working
+    directory), so their optimizers and tasks are known to the checks."""
+    from optbench import plugins
+
     c = _Checker(source)
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         c.fail(unknown[0], f"unknown key; allowed: {', '.join(KEYS)}")
+    try:
+        plugins.load_all(config.get("plugins"), directory)
+    except UsageError as exc:
+        c.fail("plugins", str(exc))
     for key in REQUIRED:
         if key not in config:
             c.fail(key, "missing (required)")
     cfg = {key: config.get(key, default) for key, default in KEYS.items()}
     norm = _normalise(cfg, c)
+    _check_size(norm, c)
 
     members = []
     for seed in norm["seeds"]:
@@ -196,15 +233,54 @@ def expand(config: dict, source: str = "config") -> Matrix:
                             clip_value=norm["clip_value"], init=norm["init"],
                         )
                         for opt in norm["optimizers"]:
+                            code = plugins.code_key(opt["name"], task)
                             for tier, lrs in (("defaults", [opt["hparams"]["lr"]]),
                                               ("tuned", opt["lr_grid"])):
                                 if tier not in norm["tiers"]:
                                     continue
                                 for lr in lrs:
                                     hp = {**opt["hparams"], "lr": lr}
-                                    cell = Cell(optimizer=opt["name"], hparams=hp, **base)
+                                    cell = Cell(optimizer=opt["name"], hparams=hp, code=code,
+                                                **base)
                                     members.append((cell, tier))
-    return Matrix(norm["name"], norm, tuple(members))
+    matrix = Matrix(norm["name"], norm, tuple(members))
+    _check_memory(matrix, c)
+    return matrix
+
+
+def count(norm: dict) -> int:
+    """Members (cell, tier) a normalised config expands into, without expanding it."""
+    per_seed = sum(len(norm["lengths"][t]) for t in norm["tasks"]) * len(norm["models"]) \
+        * len(norm["hidden"])
+    per_problem = sum((("defaults" in norm["tiers"]) + ("tuned" in norm["tiers"])
+                       * len(o["lr_grid"])) for o in norm["optimizers"])
+    return len(norm["seeds"]) * per_seed * per_problem
+
+
+def _check_size(norm: dict, c: _Checker) -> None:
+    n = count(norm)
+    if n > MAX_CELLS:
+        c.fail("seeds" if len(norm["seeds"]) > 1000 else "matrix",
+               f"{n:,} cells; at most {MAX_CELLS:,} per matrix (split it into several "
+               "matrices: they can share one --out directory)")
+
+
+def _check_memory(matrix: Matrix, c: _Checker) -> None:
+    """Each distinct cell shape against the machine's memory (one line naming the shape)."""
+    from optbench import cost, machine
+
+    seen = {}
+    for cell in matrix.cells:
+        shape = (cell.task, cell.length, cell.model, cell.hidden, cell.batch_size)
+        curves = cell.steps // cell.eval_every
+        if seen.get(shape, -1) < curves:
+            seen[shape] = curves
+            try:
+                machine.check_memory(cost.cell_bytes(cell), f"a cell of {cell.task} "
+                                     f"T={cell.length}, {cell.model}({cell.hidden}), batch "
+                                     f"{cell.batch_size}, {cell.steps:,} steps")
+            except UsageError as exc:
+                c.fail("cells", str(exc))
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -217,9 +293,11 @@ class _Checker:
     def fail(self, key: str, message: str):
         raise UsageError(f"{self.source}: {key}: {message}")
 
-    def int_(self, key, value, low=1):
+    def int_(self, key, value, low=1, high=MAX_INT):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             self.fail(key, f"must be an integer >= {low}; got {value!r}")
+        if value > high:
+            self.fail(key, f"must be at most {high:,}; got {value:,}")
         return value
 
     def positive(self, key, value):
@@ -264,6 +342,7 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     name = cfg["name"]
     if not isinstance(name, str) or not name.strip():
         c.fail("name", f"must be a non-empty string; got {name!r}")
+    check_name(name, c)
     task_names = c.list_("tasks", cfg["tasks"], lambda k, v: c.choice(k, v, tasks.names()))
 
     def length_list(key, value, task):
@@ -280,22 +359,27 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
     if eval_every > min(steps.values()):
         c.fail("eval_every", f"{eval_every} is more than the step budget {min(steps.values())}")
     seeds = cfg["seeds"]
-    seeds = list(range(c.int_("seeds", seeds))) if isinstance(seeds, int) and not isinstance(
+    seeds = list(range(c.int_("seeds", seeds, high=MAX_CELLS))) if isinstance(seeds, int) and not isinstance(
         seeds, bool) else c.list_("seeds", seeds, lambda k, v: c.int_(k, v, low=0))
     tiers = c.list_("tiers", cfg["tiers"], lambda k, v: c.choice(k, v, TIERS))
     tuning = cfg["tuning"]
     if not isinstance(tuning, dict) or set(tuning) - set(KEYS["tuning"]):
         c.fail("tuning", f"must be a table with keys {', '.join(KEYS['tuning'])}; got {tuning!r}")
     tuning = {**KEYS["tuning"], **tuning}
-    points = c.int_("tuning.lr_points", tuning["lr_points"])
+    points = c.int_("tuning.lr_points", tuning["lr_points"], high=MAX_LR_POINTS)
     decades = c.positive("tuning.lr_decades", tuning["lr_decades"])
+    if decades > MAX_LR_DECADES:
+        c.fail("tuning.lr_decades", f"must be at most {MAX_LR_DECADES:g}; got {decades:g}")
+    schedule = _schedule(cfg["schedule"], "schedule", c, min(steps.values()))
     return {
         "name": name,
+        "plugins": list(cfg["plugins"] or []),
         "tasks": task_names,
         "lengths": lengths,
         "models": c.list_("models", cfg["models"], lambda k, v: c.choice(k, v, nn.names())),
         "hidden": c.list_("hidden", cfg["hidden"], c.int_),
-        "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades),
+        "optimizers": _optimizers(cfg["optimizers"], c, optim, points, decades, schedule,
+                                  min(steps.values())),
         "seeds": seeds,
         "steps": steps,
         "batch_size": c.int_("batch_size", cfg["batch_size"]),
@@ -305,33 +389,71 @@ def _normalise(cfg: dict, c: _Checker) -> dict:
         "init": c.choice("init", cfg["init"], nn.INITS),
         "tiers": tiers,
         "tuning": {"lr_points": points, "lr_decades": decades},
+        "schedule": schedule,
     }
 
 
-def _optimizers(raw, c: _Checker, optim, points: int, decades: float) -> list[dict]:
-    """Each entry as {"name", "hparams" (every hyper-parameter, lr included), "lr_grid"}."""
+def _schedule(value, key: str, c: _Checker, steps: int) -> dict | None:
+    from optbench import schedules
+
+    try:
+        out = schedules.normalise(value, key)
+        schedules.check_budget(out, steps, key)
+    except UsageError as exc:
+        c.fail(key, str(exc).removeprefix(f"{key}: "))
+    return out
+
+
+def _optimizers(raw, c: _Checker, optim, points: int, decades: float, schedule=None,
+                steps: int = 1) -> list[dict]:
+    """Each entry as {"name", "hparams" (every hyper-parameter, lr included, and `schedule`
+    when the lr follows one), "lr_grid"}."""
+    if raw == ALL:
+        raw = [ALL]
+    if isinstance(raw, list) and ALL in raw:
+        at = raw.index(ALL)
+        raw = raw[:at] + list(optim.builtin_names()) + raw[at + 1:]
     out = []
     for i, entry in enumerate(c.list_("optimizers", raw)):
         key = f"optimizers[{i}]"
         entry = {"name": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict):
             c.fail(key, f"must be an optimizer name or a table with a name; got {entry!r}")
+        if "torch" in entry:  # any torch.optim class, through optbench.optim.torch_adapter
+            if "name" in entry:
+                c.fail(key, "give `name` (an optbench optimizer) or `torch` (a class), not both")
+            from optbench.optim import torch_adapter
+
+            try:
+                name = torch_adapter.register(entry["torch"])
+            except UsageError as exc:
+                c.fail(f"{key}.torch", str(exc))
+            entry = {"name": name, **{k: v for k, v in entry.items() if k != "torch"}}
         name = c.choice(f"{key}.name", entry.get("name"), optim.names())
         defaults = optimizer_defaults(name)
-        given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid")}
+        given = {k: v for k, v in entry.items() if k not in ("name", "lr_grid", "schedule")}
         for k in given:
             if k not in defaults:
                 c.fail(f"{key}.{k}", f"not a hyper-parameter of {name}; allowed: "
-                       f"{', '.join([*defaults, 'lr_grid'])}")
+                       f"{', '.join([*defaults, 'lr_grid', 'schedule'])}")
         hparams = json.loads(json.dumps({k: _like(v, given.get(k, v)) for k, v in defaults.items()}))
         try:
             optim.create(name, backend="numpy", **hparams)
         except UsageError as exc:
             c.fail(key, str(exc))
         lr = c.positive(f"{key}.lr", hparams["lr"])
+        sched = (_schedule(entry["schedule"], f"{key}.schedule", c, steps)
+                 if "schedule" in entry else schedule)
+        if sched is not None:
+            hparams["schedule"] = sched
         grid = entry.get("lr_grid")
         grid = lr_grid(lr, points, decades) if grid is None else c.list_(
             f"{key}.lr_grid", grid, c.positive)
+        outside = [x for x in grid if not _FLOAT32[0] <= x <= _FLOAT32[1]]
+        if outside:
+            c.fail(f"{key}.lr_grid" if entry.get("lr_grid") is not None else "tuning.lr_decades",
+                   f"learning rate {outside[0]:g} is outside float32's normal range "
+                   f"({_FLOAT32[0]:g} .. {_FLOAT32[1]:g})")
         normalised = {"name": name, "hparams": hparams, "lr_grid": grid}
         for j, other in enumerate(out):
             if (other["name"], other["hparams"]) == (name, hparams):
@@ -348,6 +470,21 @@ def _like(default, value):
             and len(default) == len(value):
         return [_like(d, v) for d, v in zip(default, value)]
     return value
+
+
+def check_name(name: str, c: _Checker | None = None) -> str:
+    """A matrix name is a report's file name: one plain name, not a path."""
+    bad = (len(name) > MAX_NAME and f"longer than {MAX_NAME} characters"
+           or name in (".", "..") and "not a file name"
+           or any(ch in name for ch in "/\\\0") and "holds a path separator or NUL"
+           or any(ord(ch) < 32 for ch in name) and "holds a control character"
+           or name != name.strip() and "starts or ends with white space")
+    if bad:
+        message = f"{bad}: {name[:40]!r}{'...' if len(name) > 40 else ''}; allowed: a file name"
+        if c is None:
+            raise UsageError(f"matrix name {message}")
+        c.fail("name", message)
+    return name
 
 
 def optimizer_defaults(name: str) -> dict:
@@ -390,7 +527,8 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
     stops a run at its first evaluation past the threshold, so every solved run ends just
     past it. Where nothing solves, the rule is DeepOBS's. With an even number of seeds the
     median is the lower of the two middle scores. `higher_is_better` maps task -> bool
-    (default: the task registry's `higher_is_better`).
+    (default: the frame's `higher_is_better` column, which `optbench.load` takes from the
+    store's task descriptions, else the task registry's `higher_is_better`).
 
     Returns one row per group: the GROUP columns, `lr`, then over the seeds at that lr:
     `seeds`, `solved`, `diverged` (counts), `steps_median` (median steps to solve of the
@@ -400,12 +538,17 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
     import numpy as np
     import pandas as pd
 
-    if higher_is_better is None:
+    if higher_is_better is not None:
+        better = cells["task"].map(higher_is_better)
+    elif "higher_is_better" in cells and cells["higher_is_better"].notna().all():
+        better = cells["higher_is_better"]
+    else:
         from optbench import tasks
 
-        higher_is_better = {t: tasks.get(t).higher_is_better for t in cells["task"].unique()}
-    df = cells.assign(variant=[_variant(h) for h in cells["hparams_json"]])
-    sign = np.where(df["task"].map(higher_is_better).astype(bool), -1.0, 1.0)
+        better = cells["task"].map(
+            {t: tasks.get(t).higher_is_better for t in cells["task"].unique()})
+    df = cells.assign(variant=[variant(h) for h in cells["hparams_json"]])
+    sign = np.where(better.astype(bool), -1.0, 1.0)
     loss = sign * df["val_metric"].astype(float)
     df["score"] = [
         (2, 0.0) if outcome == "diverged" or np.isnan(v) else
@@ -431,16 +574,25 @@ def pick_lr(cells: "pd.DataFrame", higher_is_better: dict[str, bool] | None = No
         "lr", "seeds", "solved", "diverged", "steps_median", "val_median", "test_median", "lrs"])
 
 
-def label(optimizer: str, variant: str) -> str:
+def label(optimizer: str, variant: str, defaults: dict | None = None) -> str:
     """'sgd(momentum=0.9)': the optimizer and those of its hyper-parameters, lr aside, that
-    differ from its defaults (`variant` is `pick_lr`'s column of that name)."""
-    defaults = json.loads(json.dumps(optimizer_defaults(optimizer)))
-    changed = {k: v for k, v in json.loads(variant).items() if defaults.get(k) != v}
+    differ from its defaults (`variant` is `pick_lr`'s column of that name; `defaults` the
+    optimizer's, default: from its spec; a store's description has them too)."""
+    if defaults is None:
+        defaults = optimizer_defaults(optimizer)
+    from optbench.schedules import describe
+
+    defaults = json.loads(json.dumps(defaults))
+    changed = {k: describe(v) if k == "schedule" else v
+               for k, v in json.loads(variant).items() if defaults.get(k) != v}
     return optimizer + (f"({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
-def _variant(hparams_json: str) -> str:
+def variant(hparams_json: str) -> str:
     """The hyper-parameters other than lr, as canonical JSON: what tells variants apart."""
     hp = json.loads(hparams_json)
     hp.pop("lr", None)
     return json.dumps(hp, sort_keys=True)
+
+
+_variant = variant  # the name report code used before it was public

@@ -17,6 +17,10 @@ Tables (read them with `optbench.load(DIR)`):
   belongs to as many matrices and tiers as ask for it, and is stored (and run) once.
 - `curves` (key, step, metric name, value) and `grad_profiles` (key, step, t, norm):
   long format.
+- `optimizers` and `tasks` (name, info JSON): what the report needs of each optimizer and
+  task a matrix here ran (`optbench.describe`), so the store reports where a plugin it
+  used cannot be imported. Added to older stores of the same schema when a matrix is
+  recorded; a store without them reports from the live registries.
 
 Mixing: results from another `PROTOCOL` are incomparable, so a store made under one
 protocol refuses to take cells of another (use a new directory). A different matrix in
@@ -33,8 +37,9 @@ import json
 import math
 import os
 import sqlite3
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from optbench.cell import PROTOCOL, Cell, Result
@@ -49,8 +54,9 @@ FILENAME = "optbench.sqlite"
 # Bump when a table changes shape; a store with another schema is refused with one line.
 SCHEMA = 1
 
-# Cell fields that become plain columns (hparams stays JSON; its lr gets a column of its own).
-_CONFIG = [f.name for f in fields(Cell) if f.name != "hparams"]
+# Cell fields that become plain columns (hparams stays JSON; its lr gets a column of its own;
+# a plugin cell's code hash is in config_json only).
+_CONFIG = [f.name for f in fields(Cell) if f.name not in ("hparams", "code")]
 _FIGURES = [
     "outcome", "steps_run", "steps_to_solve", "seconds_to_solve", "diverged_step",
     "val_loss", "val_metric", "test_loss", "test_metric",
@@ -73,6 +79,11 @@ CREATE TABLE curves (key TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NUL
 CREATE TABLE grad_profiles (key TEXT NOT NULL, step INTEGER NOT NULL, t INTEGER NOT NULL,
     norm REAL, PRIMARY KEY (key, step, t)) WITHOUT ROWID;
 """
+# The descriptions (optbench.describe): created by the first matrix recorded, so stores of
+# this schema made before them gain them and older optbench versions still open them.
+_DESCRIPTIONS = ("optimizers", "tasks")
+_DESCRIPTIONS_DDL = [f"CREATE TABLE IF NOT EXISTS {t} (name TEXT PRIMARY KEY, info_json TEXT "
+                     "NOT NULL, recorded_at TEXT NOT NULL)" for t in _DESCRIPTIONS]
 
 
 def _now() -> str:
@@ -111,8 +122,13 @@ class Store:
         path = os.path.join(directory, FILENAME)
         if create:
             _check_writable(directory)
+            if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+                raise UsageError(f"{path} is read-only: this run cannot store its cells there "
+                                 "(make it writable, or use another --out directory)")
         elif not os.path.exists(path):
             raise UsageError(f"no results store in {directory!r} (expected {FILENAME})")
+        elif not os.access(path, os.R_OK):
+            raise UsageError(f"{path} cannot be read (permissions)")
         # isolation_level=None: transactions are explicit (`transaction`); WAL lets readers
         # (`load`, a report) read while a run writes; FULL syncs each commit to disk.
         try:
@@ -120,30 +136,41 @@ class Store:
         except sqlite3.Error as exc:
             raise UsageError(f"{path}: cannot open ({exc})") from None
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            if create or _is_wal(path):
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             store = cls(path, conn)
             store._init_or_check(write=create)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
-                raise UsageError(f"{path}: not a readable optbench store ({exc})") from None
+                raise UsageError(f"{path}: {_why(exc)}") from None
             raise
         return store
 
     def _init_or_check(self, write: bool) -> None:
+        # A store made by another process between our look and our DDL would fail the DDL:
+        # look and make in one write transaction (two runs may start into one directory).
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         if not tables and write:
             with self.transaction():
-                for stmt in _DDL.split(";"):
-                    if stmt.strip():
-                        self._conn.execute(stmt)
-                self._conn.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [("schema", str(SCHEMA)), ("protocol", str(PROTOCOL)),
-                     ("optbench", _version()), ("created_at", _now())],
-                )
-            return
+                if not self._conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                    for stmt in _DDL.split(";"):
+                        if stmt.strip():
+                            self._conn.execute(stmt)
+                    self._conn.executemany(
+                        "INSERT INTO meta VALUES (?, ?)",
+                        [("schema", str(SCHEMA)), ("protocol", str(PROTOCOL)),
+                         ("optbench", _version()), ("created_at", _now())],
+                    )
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        if tables:
+            bad = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if bad != "ok":
+                bad = " ".join(bad.replace("*", "").split())[:120]
+                raise UsageError(f"{self.path} is damaged ({bad}); the cells it held cannot be "
+                                 "trusted: move it aside and rerun, or use another --out "
+                                 "directory")
         meta = dict(self._conn.execute("SELECT name, value FROM meta")) if "meta" in tables else {}
         columns = [r[1] for r in self._conn.execute("PRAGMA table_info(cells)")]
         if meta.get("schema") != str(SCHEMA) or columns != CELL_COLUMNS:
@@ -152,11 +179,23 @@ class Store:
                 f"{meta.get('schema', '?')}, made by optbench {meta.get('optbench', '?')}; this "
                 f"optbench reads schema {SCHEMA}): use another --out directory"
             )
-        if write and meta["protocol"] != str(PROTOCOL):
+        if write:
+            self.check_writable(meta)
+
+    def check_writable(self, meta: dict | None = None) -> None:
+        """UsageError, one line, unless a run may add cells here: the store holds results of
+        this optbench's protocol, and it and its directory can be written."""
+        meta = self.meta if meta is None else meta
+        if meta.get("protocol") != str(PROTOCOL):
             raise UsageError(
-                f"{self.path} holds results of protocol {meta['protocol']}, which are not "
+                f"{self.path} holds results of protocol {meta.get('protocol')}, which are not "
                 f"comparable with this optbench's protocol {PROTOCOL}: use another --out directory"
             )
+        directory = os.path.dirname(self.path) or "."
+        if not os.access(self.path, os.W_OK) or not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"{self.path} is read-only: this run cannot store its cells there "
+                             "(make it and its directory writable, or use another --out "
+                             "directory)")
 
     @property
     def meta(self) -> dict:
@@ -205,7 +244,30 @@ class Store:
                 "INSERT INTO matrix_cells VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 [(matrix_id, cell.key, tier) for cell, tier in matrix.members],
             )
+            self._record_descriptions(matrix)
         return matrix_id
+
+    def _record_descriptions(self, matrix: "Matrix") -> None:
+        """Describe the matrix's optimizers and tasks (inside record_matrix's transaction)."""
+        from optbench import describe
+
+        optimizers, tasks = describe.for_matrix(matrix)
+        for stmt in _DESCRIPTIONS_DDL:
+            self._conn.execute(stmt)
+        old = self.descriptions()["tasks"]
+        rows = {"optimizers": [(o["name"], o) for o in optimizers],
+                "tasks": [(t["name"], describe.merge_task(old.get(t["name"]), t)) for t in tasks]}
+        for table, items in rows.items():
+            self._conn.executemany(
+                f"INSERT INTO {table} VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "info_json = excluded.info_json, recorded_at = excluded.recorded_at",
+                [(name, json.dumps(info, sort_keys=True), _now()) for name, info in items])
+
+    def descriptions(self) -> dict[str, dict]:
+        """{"optimizers": {name: info}, "tasks": {name: info}} as recorded ({} where not)."""
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        return {t: {name: json.loads(info) for name, info in self._conn.execute(
+            f"SELECT name, info_json FROM {t}")} if t in tables else {} for t in _DESCRIPTIONS}
 
     def put(self, result: Result) -> None:
         """Write one finished cell (config, figures, curves, profiles) in one transaction."""
@@ -240,6 +302,17 @@ class Store:
             self._conn.executemany("INSERT INTO grad_profiles VALUES (?, ?, ?, ?)", profiles)
 
     # -- reading -------------------------------------------------------------------------
+    def outcomes(self, keys) -> Counter:
+        """How many of the cells `keys` finished with each outcome."""
+        counts: Counter = Counter()
+        keys = list(keys)
+        for i in range(0, len(keys), 500):  # SQLite's bound on host parameters
+            part = keys[i:i + 500]
+            counts.update(dict(self._conn.execute(
+                f"SELECT outcome, COUNT(*) FROM cells WHERE finished_at IS NOT NULL AND key IN"
+                f" ({', '.join('?' * len(part))}) GROUP BY outcome", part)))
+        return counts
+
     def finished_keys(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT key FROM cells WHERE finished_at IS NOT NULL")}
 
@@ -284,7 +357,12 @@ class Store:
             .reset_index().rename_axis(columns=None)
         )
         profiles = q(f"SELECT * FROM grad_profiles WHERE 1{where} ORDER BY key, step, t", args)
-        return Results(cells, curves, profiles, members, matrices, self.meta)
+        described = self.descriptions()
+        if described["tasks"]:  # pick_lr reads each row's direction here, not in a registry
+            direction = {n: t["higher_is_better"] for n, t in described["tasks"].items()}
+            cells["higher_is_better"] = cells["task"].map(direction)
+        return Results(cells, curves, profiles, members, matrices, self.meta,
+                       described["optimizers"], described["tasks"])
 
 
 @dataclass
@@ -300,6 +378,9 @@ class Results:
                    asked for and what is still missing.
     matrices:      one row per matrix run here: id, name, digest, config_json, cells, finished.
     meta:          schema, protocol, the optbench version that created the store.
+    optimizers, tasks: name -> the store's description of each optimizer and task it ran
+                   (`optbench.describe`; empty for a store written before them). With task
+                   descriptions, `cells` has a `higher_is_better` column.
     """
 
     cells: "pd.DataFrame"
@@ -308,6 +389,15 @@ class Results:
     members: "pd.DataFrame"
     matrices: "pd.DataFrame"
     meta: dict
+    optimizers: dict = field(default_factory=dict)
+    tasks: dict = field(default_factory=dict)
+
+    @property
+    def catalog(self):
+        """The optimizers and tasks as described here (`optbench.describe.Catalog`)."""
+        from optbench.describe import Catalog
+
+        return Catalog(self.optimizers, self.tasks)
 
     def tier(self, tier: str) -> "pd.DataFrame":
         """The finished cells that belong to `tier` ("defaults" or "tuned") of any matrix here."""
@@ -319,6 +409,49 @@ def load(directory: str, matrix: str | None = None) -> Results:
     """Read the results store in `directory` (default layout: `results/optbench.sqlite`)."""
     with Store.open(directory, create=False) as store:
         return store.frames(matrix)
+
+
+def _is_wal(path: str) -> bool:
+    """Whether the file's header says WAL (bytes 18-19 are 2): a reader of such a store
+    needs the WAL mode set, and setting it on any other file would write to it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[18:20] == b"\x02\x02"
+
+
+def _why(exc: sqlite3.Error) -> str:
+    """An SQLite error in words a user can act on."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return ("read-only (the store or its directory cannot be written): make it writable, "
+                "or use another --out directory")
+    if "locked" in text or "busy" in text:
+        return f"busy: another process holds it locked for long ({text})"
+    return (f"not a readable optbench store ({text}): move it aside and rerun, or use another "
+            "--out directory")
+
+
+def check_directory(directory: str) -> None:
+    """UsageError, one line, unless `directory` is a writable directory or could be made
+    as one; makes nothing (`run --dry-run`, and bad input refused before any work)."""
+    if os.path.exists(directory):
+        if not os.path.isdir(directory):
+            raise UsageError(f"output directory {directory!r} exists and is not a directory")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"output directory {directory!r} is not writable")
+        return
+    parent = os.path.dirname(os.path.abspath(directory))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"output directory {directory!r} cannot be created: {parent!r} is "
+                         "not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {directory!r} cannot be created: {parent!r} is "
+                         "not writable")
 
 
 def _check_writable(directory: str) -> None:

@@ -25,7 +25,9 @@ Outcomes (never exceptions):
 The test metric is scored once, on the parameters where the run stopped.
 
 Curves: one row per evaluation (see `Result`); `train_loss` and `grad_norm` (before
-clipping) are means over the steps since the previous row. Gradient-norm profiles
+clipping) are means over the steps since the previous row. A cell whose hparams hold a
+`schedule` (optbench.schedules) steps with lr * that schedule's factor at each step.
+Gradient-norm profiles
 ||dL/dh_t||, t = 0..T-1 (batch mean, from BPTT), are kept at step 1, at 25 %, 50 % and
 75 % of the budget, and at the last step run.
 
@@ -41,13 +43,12 @@ from the seed, so the same cell and thread count give bit-identical curves and r
 from __future__ import annotations
 
 import math
-import sys
 from functools import lru_cache
 from time import perf_counter
 
 import numpy as np
 
-from optbench import tasks
+from optbench import schedules, tasks
 from optbench.cell import Cell, Result
 from optbench.errors import UsageError
 from optbench.tasks import Batch, Task
@@ -96,6 +97,13 @@ def _check(cell: Cell) -> tuple[Task, int]:
         raise UsageError(f"cell.hparams must be a dict such as {{'lr': 0.001}}; "
                          f"got {cell.hparams!r}")
     task.train_rng(cell.seed)  # validates the seed
+    from optbench.plugins import code_key
+
+    if code_key(cell.optimizer, cell.task) != cell.code:
+        raise UsageError(
+            f"cell {cell.key} ({cell.optimizer} on {cell.task}) was planned with plugin code "
+            f"{cell.code}, but this process has {code_key(cell.optimizer, cell.task)}: load "
+            "the same version of the plugin everywhere the matrix runs")
     return task, length
 
 
@@ -114,7 +122,8 @@ def build(cell: Cell, task: Task):
     model = nn.build(cell.model, input_size=task.input_size, hidden_size=cell.hidden,
                      output_size=task.output_size, head=task.head, seed=cell.seed,
                      init=cell.init, **chrono)
-    opt = optim.create(cell.optimizer, **cell.hparams, backend="cpu")
+    hparams = {k: v for k, v in cell.hparams.items() if k != "schedule"}
+    opt = optim.create(cell.optimizer, **hparams, backend="cpu")
     return model, opt, opt.init(model.params)
 
 
@@ -122,9 +131,10 @@ def clip(cell: Cell, grads: np.ndarray) -> float:
     """Clip in place as the cell says; return the global norm before clipping."""
     from optbench import optim
 
-    # Without norm clipping the bound is one that no finite norm reaches: the call then
-    # only measures the (deterministic) norm.
-    norm = optim.clip_grad_norm(grads, cell.clip_norm or sys.float_info.max)
+    # Without norm clipping the bound is one that no norm of float32 gradients reaches
+    # (those stay below 1e44), and small enough that bound / (norm + 1e-6) stays finite:
+    # the call then only measures the (deterministic) norm.
+    norm = optim.clip_grad_norm(grads, cell.clip_norm or 1e300)
     if cell.clip_value:
         optim.clip_grad_value(grads, cell.clip_value)
     return float(norm)
@@ -184,6 +194,7 @@ class _Loop:
         if task.solved(val_metric, length):
             outcome, solved_at = "solved", 0
         losses, norms, step, diag = [], [], 0, None
+        schedule = cell.hparams.get("schedule")
         t = perf_counter()
         while outcome == "budget" and step < cell.steps:
             step += 1
@@ -194,8 +205,11 @@ class _Loop:
             norms.append(norm)
             if not (math.isfinite(losses[-1]) and math.isfinite(norm)) or losses[-1] > limit:
                 outcome, diverged_at = "diverged", step
-            else:
+            elif schedule is None:
                 self.opt.step(model.params, grads, self.state)
+            else:  # this step's lr, on the host: the kernels take it as a scalar
+                lr = cell.lr * schedules.factor(schedule, step, cell.steps)
+                self.opt.step(model.params, grads, self.state, lr=lr)
             if step in profile_at:
                 self.profiles.append({"step": step, "norms": diag.grad_norm_per_step.tolist()})
             if step % cell.eval_every == 0 or step == cell.steps or outcome == "diverged":

@@ -4,13 +4,20 @@ and executor mechanics (the end-to-end tests use the real one).
 
 The stand-in's figures are a function of the cell's key only. FAKE_DIE_ONCE=DIR in the
 environment (inherited by spawned workers) makes the first attempt at each cell whose seed
-is 1 kill its own process (a worker dying mid-cell), leaving a marker in DIR.
+is 1 kill its own process (a worker dying mid-cell), leaving a marker in DIR. FAKE_SLEEP=S
+makes each cell take S seconds more, and FAKE_LOG=FILE appends each cell's key there when
+it starts (so tests can count how often a cell was trained).
+
+`run_cli_stand_in(*args)` is `python -m optbench ARGS` in a subprocess whose cells are run by
+the stand-in (in that process: the run must choose to stay in it, as it does for cells as
+cheap as TINY_TOML's).
 """
 
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -85,11 +92,20 @@ lr_points = 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def toml(text: str) -> dict:
+    """TOML text as a dict (tomllib from Python 3.11, tomli before)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
 def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_cli(*args):
+def run_cli(*args, env=None):
     """`python -m optbench run ARGS` as a subprocess of this checkout, pipes open, with
     Ctrl-C's signal at its default disposition, as in a terminal's foreground job: a shell
     without job control starts background jobs (`.ci/run &`, say) with SIGINT ignored,
@@ -97,10 +113,30 @@ def run_cli(*args):
     return subprocess.Popen(
         [sys.executable, "-m", "optbench", "run", *args], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+STAND_IN = ("import sys; sys.path.insert(0, {tests!r}); import helpers, optbench.train; "
+            "optbench.train.run_cell = helpers.run_cell; from optbench.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+
+
+def run_cli_stand_in(*args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-c", STAND_IN.format(tests=os.path.join(ROOT, "tests")), *args],
+        cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint, env={**os.environ, **(env or {})},
     )
 
 
 def run_cell(cell):
+    log = os.environ.get("FAKE_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{cell.key} {os.getpid()}\n")
+    if os.environ.get("FAKE_SLEEP"):
+        time.sleep(float(os.environ["FAKE_SLEEP"]))
     die = os.environ.get("FAKE_DIE_ONCE")
     if die and cell.seed == 1:
         marker = os.path.join(die, cell.key)

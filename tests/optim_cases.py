@@ -1,8 +1,9 @@
 """Shared by the optimizer tests: the table of cases and a seeded run of any backend.
 
-CASES is the table tools/make_golden_optim.py ran through torch (read from its fixture):
-every optimizer with its defaults and with non-default hyper-parameters that switch on each
-of its code paths.
+CASES comes from the registry: every built-in optimizer with each of its spec's `cases`
+(its defaults, and non-default hyper-parameters that switch on each of its code paths), so
+a new built-in gets every test without editing them. tools/make_golden_optim.py runs the
+same table through torch; GOLDEN_CASE finds a case's torch trajectory in that fixture.
 """
 
 import json
@@ -14,9 +15,16 @@ from optbench import optim
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = json.loads((FIXTURES / "optim_golden.json").read_text())
-CASES = [(c["optimizer"], c["hparams"]) for c in GOLDEN["cases"]]
-CASE_IDS = [f"{c['id']}-{c['optimizer']}-" + ("defaults" if not c["hparams"] else "+".join(
-    sorted(c["hparams"]))) for c in GOLDEN["cases"]]
+CASES = [(name, dict(h)) for name in optim.builtin_names() for h in optim.spec(name).cases]
+CASE_IDS = [f"{i}-{name}-" + ("defaults" if not h else "+".join(sorted(h)))
+            for i, (name, h) in enumerate(CASES)]
+
+
+def golden_case(name: str, hparams: dict) -> dict | None:
+    """The fixture's entry for (name, hparams) (sequences compared as JSON lists), or None."""
+    want = json.loads(json.dumps(hparams))
+    return next((c for c in GOLDEN["cases"]
+                 if c["optimizer"] == name and c["hparams"] == want), None)
 
 
 def gradients(rng, n: int) -> np.ndarray:

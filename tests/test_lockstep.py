@@ -47,10 +47,13 @@ def one_thread_run_cells(cells):
 ADDING = Cell(task="adding", length=8, model="lstm", hidden=8, steps=300, eval_every=20,
               batch_size=16)
 # Solved at different evaluations, diverged at step 2 (lr 30), out of budget; NAdam's host
-# state and SGD's momentum across the row moves when members leave.
+# state and SGD's momentum across the row moves when members leave; a cosine lr schedule
+# beside constant lrs in one Adam sub-batch.
+COSINE = {"kind": "cosine", "warmup": 20, "final": 0.1}
 MIXED = [replace(ADDING, optimizer=o, hparams=h, seed=s)
          for o, h in (("adam", {"lr": 3e-2}), ("adam", {"lr": 30.0}), ("nadam", {"lr": 1e-2}),
-                      ("sgd", {"lr": 0.1}), ("sgd", {"lr": 0.3, "momentum": 0.9}))
+                      ("sgd", {"lr": 0.1}), ("sgd", {"lr": 0.3, "momentum": 0.9}),
+                      ("adam", {"lr": 3e-2, "schedule": COSINE}))
          for s in (0, 1)]
 # Every head with a mask and cross-entropy (copy, GRU), cross-entropy on the last step with
 # element-wise clipping only (temporal order, tanh RNN), chrono init (GRU).

@@ -168,6 +168,11 @@ def test_the_seed_preset_is_the_seed_set_up():
         ("adding", "lstm", 128, "adam", 1e-3, 32)}
     task = tasks.get("adding")
     assert (task.loss, task.output_size, task.head) == ("mse", 1, "last")  # Dense(1), MSE
+    # Keras's conventions: its initialisation, its Adam epsilon, no clipping.
+    for c in m.cells:
+        assert (c.init, c.clip_norm, c.clip_value, c.length) == ("keras", None, None, 100)
+        assert (c.hparams["eps"], c.hparams["epsilon_hat"]) == (1e-7, True)
+        assert c.hparams["betas"] == [0.9, 0.999] and c.hparams["amsgrad"] is False
 
 
 def test_registries_are_the_source_of_names():

@@ -42,7 +42,7 @@ def test_layout_uses_torch_names_shapes_and_one_flat_vector(kind, gates):
 
 def test_names_and_options():
     assert nn.names() == ("lstm", "rnn", "gru")
-    assert nn.HEADS == ("last", "every") and nn.INITS == ("default", "chrono")
+    assert nn.HEADS == ("last", "every") and nn.INITS == ("default", "chrono", "keras")
     assert tuple(nn.LOSSES) == ("mse", "xent")
 
 

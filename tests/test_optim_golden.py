@@ -13,7 +13,7 @@ ulp, so they are compared at 2e-6 of their largest entry.
 
 import numpy as np
 import pytest
-from optim_cases import CASE_IDS, FIXTURES, GOLDEN
+from optim_cases import CASE_IDS, CASES, FIXTURES, GOLDEN, golden_case
 
 from optbench import optim
 
@@ -35,8 +35,10 @@ def trajectory(name, hparams):
     return np.stack(snaps), state
 
 
-@pytest.mark.parametrize("case", GOLDEN["cases"], ids=CASE_IDS)
-def test_reference_follows_torch(case):
+@pytest.mark.parametrize("name,hparams", CASES, ids=CASE_IDS)
+def test_reference_follows_torch(name, hparams):
+    case = golden_case(name, hparams)
+    assert case is not None, f"no torch trajectory for {name} {hparams}. {REGENERATE}"
     snaps, state = trajectory(case["optimizer"], case["hparams"])
     i = case["id"]
     torch_snaps = DATA[f"{i}/params"]
@@ -45,10 +47,10 @@ def test_reference_follows_torch(case):
                                    err_msg=f"params after step {t}. {REGENERATE}")
     torch_state = {k.split("/")[-1]: DATA[k] for k in DATA.files if k.startswith(f"{i}/state/")}
     assert set(torch_state) == set(state.names) | set(state.host), REGENERATE
-    for name, value in torch_state.items():
-        ours = state.host[name] if name in state.host else state[name]
+    for slot, value in torch_state.items():
+        ours = state.host[slot] if slot in state.host else state[slot]
         np.testing.assert_allclose(ours, value, rtol=1e-6, atol=2e-6 * max(1, np.abs(value).max()),
-                                   err_msg=f"state {name} after the last step. {REGENERATE}")
+                                   err_msg=f"state {slot} after the last step. {REGENERATE}")
     assert np.abs(snaps[-1] - DATA["theta0"]).max() > 1e-2, "the case barely moved: no test"
 
 

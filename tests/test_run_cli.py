@@ -3,11 +3,11 @@
 import sqlite3
 
 import pytest
+from helpers import TINY_TOML, run_cli
 
 from optbench.cli import main
-from optbench.store import FILENAME, load
-
-from helpers import TINY_TOML, run_cli
+from optbench.matrix import PRESETS, expand
+from optbench.store import FILENAME, Store, load
 
 
 @pytest.mark.parametrize("args, message", [
@@ -44,7 +44,7 @@ def test_unwritable_out_and_incompatible_store(tmp_path, capsys):
     assert main(["run", "smoke", "--out", str(tmp_path / "file")]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
     old = tmp_path / "old"
-    assert main(["run", "smoke", "--out", str(old), "--dry-run"]) == 0
+    Store.open(str(old)).close()
     with sqlite3.connect(old / FILENAME) as conn:
         conn.execute("UPDATE meta SET value = '0' WHERE name = 'schema'")
     conn.close()
@@ -60,36 +60,41 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     assert err == "optbench run: error: --workers must be a positive integer; got 0\n"
 
 
-def test_dry_run_prints_the_plan(tmp_path, capsys):
-    assert main(["run", "smoke", "--out", str(tmp_path), "--dry-run"]) == 0
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "new" / "results"
+    assert main(["run", "smoke", "--out", str(out), "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert err.startswith("matrix smoke: ") and "0 already in" in err
-    assert load(str(tmp_path)).cells.empty
+    assert err.count("\n") == 1 and " to run " in err
+    assert not (tmp_path / "new").exists()  # no directory, no store
+    with Store.open(str(out)) as store:  # a store that holds cells: counted, not changed
+        store.record_matrix(expand({"name": "smoke", **PRESETS["smoke"]}))
+    before = (out / FILENAME).read_bytes()
+    assert main(["run", "smoke", "--out", str(out), "--dry-run"]) == 0
+    assert "0 already in" in capsys.readouterr().err
+    assert (out / FILENAME).read_bytes() == before
+    assert load(str(out)).cells.empty
 
 
 @pytest.mark.parametrize("busy, warned", [(0.1, False), (1.2, True), (None, False)])
-def test_a_busy_machine_gets_a_note_about_numba_threads(monkeypatch, capsys, busy, warned):
-    import numba
+def test_a_busy_machine_gets_a_note_about_numba_threads(busy, warned):
+    from optbench import machine
 
-    from optbench import run
-
-    monkeypatch.setattr(run, "_busy_cores", lambda: busy)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
-    run._warn_if_busy()
-    err = capsys.readouterr().err
-    assert ("NUMBA_NUM_THREADS=1" in err) is warned
-    assert err.count("\n") == int(warned)
+    plan = machine.choose(10, 2, busy, threads=2)  # two threads asked for on two cores
+    assert plan.workers == 0 and plan.threads == 2
+    assert ("NUMBA_NUM_THREADS=1" in plan.describe()) is warned
+    assert "\n" not in plan.describe()
 
 
 def test_busy_cores_sees_a_process_that_spins():
     import subprocess
     import sys
 
-    from optbench import run
+    from optbench import machine
 
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        busy = run._busy_cores(seconds=0.5)
+        busy = machine.busy_cores(seconds=0.5)
     finally:
         spin.kill()
         spin.wait()

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -175,3 +176,16 @@ def test_classification_tasks_train(task, length, init):
     metrics = [row["val_metric"] for row in result.curves]
     assert all(0 <= m <= 1 for m in metrics)
     assert len(result.grad_profiles[0]["norms"]) == length
+
+
+def test_the_keras_set_up_trains_without_clipping_and_without_warnings():
+    """The seed preset's conventions in one small cell: Keras's init and Adam epsilon, no
+    clipping (the norm is still measured, and no overflow warning is printed)."""
+    cell = replace(SMALL, init="keras", clip_norm=None, steps=40,
+                   hparams={"lr": 1e-2, "eps": 1e-7, "epsilon_hat": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run_cell(cell)
+    assert result.outcome in ("budget", "solved")
+    assert all(row["grad_norm"] > 0 for row in result.curves[1:])
+    assert comparable(run_cell(cell)) == comparable(result)

@@ -8,8 +8,9 @@ them; this does. It needs NVVM and NVRTC (no driver, no GPU):
     LD_LIBRARY_PATH=/tmp/nvvm/nvidia/cu13/lib PYTHONPATH=/tmp/nvvm \
         python tools/check_cuda_ptx.py [--cc 9.0]
 
-It covers the kernel tests' table of cases (tests/fixtures/optim_golden.json), so every
-code path of every rule is compiled, for one model and for K models in one launch. Exit
+It covers every registered optimizer's `cases` (the table the kernel tests run), so every
+code path of every rule is compiled, for one model and for K models in one launch; with
+`--plugin FILE_OR_MODULE` (repeatable) a plugin's optimizers too. Exit
 status 1 if any kernel fails or uses float64. With ptxas on PATH or beside NVVM (the nvcc
 wheel has it), it also prints each step kernel's registers per thread and stack frame: the
 registers set how many blocks fit on an SM (optbench.optim.tuning), a stack frame would
@@ -30,7 +31,6 @@ heads and both losses) are checked the same way, all of them float32 throughout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -41,7 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's optbench, not an installed one
-CASES = ROOT / "tests" / "fixtures" / "optim_golden.json"
 
 
 def main() -> int:
@@ -50,7 +49,9 @@ def main() -> int:
     parser.add_argument("--ir", action="store_true",
                         help="lower to NVVM IR only (needs no NVVM; see the docstring)")
     parser.add_argument("--optimizers", default=None,
-                        help="comma-separated optimizers of the table (default: all)")
+                        help="comma-separated optimizers (default: all registered)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="load a plugin first, so its optimizers are checked too")
     parser.add_argument("--only", choices=("optim", "lockstep"), default=None,
                         help="only the optimizer and clipping kernels, or only the lockstep "
                         "engine's (default: both)")
@@ -68,8 +69,10 @@ def main() -> int:
     # Device functions ask the current device for its compute capability; there is none.
     dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=cc)
 
-    from optbench import optim
-    from optbench.optim import cuda_kernels, tuning
+    from optbench import optim, plugins
+    from optbench.optim import contract, cuda_kernels, tuning
+
+    plugins.load_all(args.plugin, what="--plugin")
 
     vec = types.Array(types.float32, 1, "C")
     mat = types.Array(types.float32, 2, "C")
@@ -104,20 +107,23 @@ def main() -> int:
               else f"{failures} kernel(s) failed")
         return 1 if failures else 0
     per_thread = tuning.CUDA_ELEMENTS_PER_THREAD
-    for case in json.loads(CASES.read_text())["cases"]:
-        if only is not None and case["optimizer"] not in only:
+    for name in optim.names():
+        if only is not None and name not in only:
             continue
-        opt = optim.create(case["optimizer"], backend="numpy", **case["hparams"])
-        state = opt.init(__import__("numpy").zeros(1, "float32"))
-        state.step = 1
-        nh = len(opt.spec.scalars(opt.hparams, state) + opt.spec.constants(opt.hparams))
-        rule, options, slots = opt.spec.rule, opt.spec.options(opt.hparams), len(opt.slots)
-        kernel = cuda_kernels.step_kernel(rule, options, slots, per_thread)
-        sig = (vec, vec, types.UniTuple(vec, slots), types.UniTuple(types.float32, nh))
-        check(f"{case['optimizer']} {case['hparams']}", kernel.py_func, sig)
-        kernel = cuda_kernels.batched_step_kernel(rule, options, slots, per_thread, nh)
-        check(f"{case['optimizer']} {case['hparams']} batched", kernel.py_func,
-              (vec, vec, types.UniTuple(vec, slots), mat))
+        spec = optim.spec(name)
+        if hasattr(spec, "kwargs"):  # a torch class: no kernel
+            continue
+        for hparams in spec.cases:
+            h = optim.create(name, backend="numpy", **hparams).hparams
+            lay = contract.layout(spec, h)
+            rule = contract.kernel_rule(spec, spec.option_values(h), lay)
+            slots, nh = len(lay.slots), len(lay.h_names)
+            kernel = cuda_kernels.step_kernel(rule, (), slots, per_thread)
+            sig = (vec, vec, types.UniTuple(vec, slots), types.UniTuple(types.float32, nh))
+            check(f"{name} {hparams}", kernel.py_func, sig)
+            kernel = cuda_kernels.batched_step_kernel(rule, (), slots, per_thread, nh)
+            check(f"{name} {hparams} batched", kernel.py_func,
+                  (vec, vec, types.UniTuple(vec, slots), mat))
     check("sum_squares", cuda_kernels.sum_squares.py_func,
           (mat, types.Array(types.float64, 2, "C")), allow_f64=True)
     check("scale", cuda_kernels.scale.py_func, (mat, vec))

@@ -12,8 +12,9 @@ single-tensor code path (foreach=False) and keeps the parameters at SNAPSHOTS an
 state. Lion is not in torch.optim: `Lion` below is the update of the authors'
 lion_pytorch.py (lucidrains/lion-pytorch), written out.
 
-CASES is also the table the kernel tests run: every optimizer with its defaults and with
-non-default hyper-parameters that switch on each of its code paths. Non-default eps is 1e-3
+CASES is the table the kernel tests run, from the registry: every built-in optimizer with
+its spec's `cases` (its defaults and non-default hyper-parameters that switch on each of its
+code paths; tests/optim_cases.py reads the same table). Non-default eps is 1e-3
 (sqrt(v) is about 1 here), large enough that putting it inside the root, or before the bias
 correction instead of after, moves the trajectory far past the test's tolerance.
 """
@@ -28,40 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from optbench import optim
+
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 COMMAND = "python tools/make_golden_optim.py"
 N, STEPS, SEED = 32, 300, 20240601
 SNAPSHOTS = (1, 2, 3, 5, 10, 30, 100, 200, 300)
 CLIP_NORMS, CLIP_VALUE = (1.0, 1000.0), 0.5
 
-CASES = [
-    ("sgd", {}),
-    ("sgd", dict(lr=0.01, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
-    ("sgd", dict(lr=0.01, momentum=0.8, nesterov=True, weight_decay=1e-3)),
-    ("adagrad", {}),
-    ("adagrad", dict(lr=0.05, lr_decay=1e-2, weight_decay=1e-2, initial_accumulator_value=0.1,
-                     eps=1e-3)),
-    ("rmsprop", {}),
-    ("rmsprop", dict(lr=1e-3, alpha=0.9, eps=1e-3, weight_decay=1e-2, momentum=0.9,
-                     centered=True)),
-    ("rmsprop", dict(lr=3e-3, centered=True)),
-    ("adam", {}),
-    ("adam", dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-3, weight_decay=1e-2, amsgrad=True)),
-    ("adam", dict(weight_decay=0.1, decoupled_weight_decay=True)),
-    ("adamw", {}),
-    ("adamw", dict(lr=3e-3, betas=(0.85, 0.995), weight_decay=0.1, amsgrad=True)),
-    ("nadam", {}),
-    ("nadam", dict(lr=1e-3, betas=(0.85, 0.98), eps=1e-3, weight_decay=1e-2,
-                   momentum_decay=1e-2)),
-    ("nadam", dict(weight_decay=0.1, decoupled_weight_decay=True)),
-    ("radam", {}),
-    ("radam", dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-3, weight_decay=1e-2)),
-    ("radam", dict(weight_decay=0.1, decoupled_weight_decay=True)),
-    ("adamax", {}),
-    ("adamax", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-3, weight_decay=1e-2)),
-    ("lion", {}),
-    ("lion", dict(lr=3e-4, betas=(0.95, 0.98), weight_decay=0.1)),
-]
+CASES = [(name, dict(h)) for name in optim.builtin_names() for h in optim.spec(name).cases]
 
 
 class Lion(torch.optim.Optimizer):
@@ -85,17 +61,12 @@ class Lion(torch.optim.Optimizer):
                 exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
 
 
-TORCH = {
-    "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop,
-    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam,
-    "radam": torch.optim.RAdam, "adamax": torch.optim.Adamax,
-}
-
-
 def make_optimizer(name, params, hparams):
+    """torch.optim's class named by the spec's `torch` field (Lion: the class above)."""
     if name == "lion":
         return Lion(params, **hparams)
-    return TORCH[name](params, foreach=False, **hparams)
+    cls = getattr(torch.optim, optim.spec(name).torch.removeprefix("torch.optim."))
+    return cls(params, foreach=False, **hparams)
 
 
 def trajectory(name, hparams, theta0, center, curvature, noise):

@@ -87,7 +87,9 @@ class Cuda:
         dev = cuda.device_array
         f32 = np.float32
         self.params = dev((members, m.n_params), f32)
-        self.grads = dev((members, m.n_params), f32)
+        # Zeros, not uninitialised memory: the warm-up steps a copy of every sub-batch's
+        # rows before any step has written them.
+        self.grads = cuda.to_device(np.zeros((members, m.n_params), f32))
         self.wcat = dev((members, s.zw, s.nb * H), f32)
         self.hs = dev((members, steps + 1, batch, H), f32)
         self.cs = dev((members, steps + 1, batch, H) if self.kind == 0 else (1, 1, 1, 1), f32)
@@ -99,8 +101,10 @@ class Cuda:
         self.sums = dev(members, f32)
         b = self.slots[0]
         self.x = dev(b["x"].shape, f32)
-        self.y = dev(b["y"].shape, f32)
-        self.labels = dev(b["labels"].shape, np.int64)
+        # The kind of target this task does not use: one element (never read), not an
+        # array with a zero dimension.
+        self.y = dev(b["y"].shape if not self.is_xent else (1, 1, 1, 1), f32)
+        self.labels = dev(b["labels"].shape if self.is_xent else (1, 1, 1), np.int64)
         self.mask = dev(b["mask"].shape, f32)
         self.scale = dev(members, f32)
         self._n = 0

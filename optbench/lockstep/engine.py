@@ -32,7 +32,6 @@ hide the time a member waits for the others.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Iterator
 from time import perf_counter
 
@@ -42,6 +41,9 @@ from optbench.cell import Cell, Result
 from optbench.errors import UsageError
 from optbench.tasks import Batch
 
+# train.clip's bound without norm clipping: no norm of float32 gradients reaches it, and
+# bound / (norm + 1e-6) stays finite, so the call only measures the norm.
+NO_CLIP = 1e300
 GROUP_FIELDS = ("task", "length", "model", "hidden", "batch_size", "steps", "eval_every",
                 "clip_norm", "clip_value", "init")
 DEVICES = ("cpu", "cuda")
@@ -62,14 +64,28 @@ def plan(cells: Iterable[Cell], max_members: int) -> list[list[Cell]]:
             for i in range(0, len(members), max_members)]
 
 
+def optimizer_hparams(cell: Cell) -> dict:
+    """The cell's optimizer hyper-parameters: its hparams less the lr schedule, which the
+    loop applies step by step (as optbench.train does)."""
+    return {k: v for k, v in cell.hparams.items() if k != "schedule"}
+
+
+def batchable(cell: Cell) -> bool:
+    """Whether the cell's optimizer has a (K, P) step: not a torch.optim class run through
+    optbench.optim.torch_adapter (the executor runs those cell by cell)."""
+    from optbench import optim
+
+    return not hasattr(optim.spec(cell.optimizer), "kwargs")
+
+
 def sub_batch_key(cell: Cell) -> tuple:
     """Members with equal keys share one batched optimizer: same optimizer, same compiled
     switches and state slots (what optbench.optim.batch requires)."""
     from optbench import optim
 
-    h = optim.create(cell.optimizer, backend="numpy", **cell.hparams).hparams
+    h = optim.create(cell.optimizer, backend="numpy", **optimizer_hparams(cell)).hparams
     spec = optim.spec(cell.optimizer)
-    return cell.optimizer, spec.options(h), tuple(spec.slots(h))
+    return cell.optimizer, spec.option_values(h), tuple(spec.slot_values(h))
 
 
 def batched_optimizer(cells: list[Cell], backend: str):
@@ -78,9 +94,10 @@ def batched_optimizer(cells: list[Cell], backend: str):
     from optbench import optim
 
     name = cells[0].optimizer
-    validated = [optim.create(name, backend="numpy", **c.hparams).hparams for c in cells]
+    validated = [optim.create(name, backend="numpy", **optimizer_hparams(c)).hparams
+                 for c in cells]
     given = {}
-    for key in sorted(set().union(*(c.hparams for c in cells))):
+    for key in sorted(set().union(*(optimizer_hparams(c) for c in cells))):
         values = [v[key] for v in validated]
         given[key] = (values[0] if all(v == values[0] for v in values)
                       else np.array(values, dtype=np.float64))
@@ -139,6 +156,9 @@ class _Group:
         built = {}
         for cell in cells:
             train._check(cell)
+            if not batchable(cell):
+                raise UsageError(f"optimizer {cell.optimizer!r} has no batched (K, P) step "
+                                 "(a torch.optim class); run its cells with --engine cells")
             # run_cell's own build: UsageError for an unknown model or optimizer, and the
             # member's initial parameters (the same draws as run_cell's).
             built[cell.key] = train.build(cell, self.task)[0]
@@ -170,6 +190,17 @@ class _Group:
     # -- helpers ---------------------------------------------------------------------------
     def _optimizer(self, members: list[_Member]):
         return batched_optimizer([m.cell for m in members], self.backend.optim_backend)
+
+    def _lrs(self, sub: _Sub, step: int) -> dict:
+        """{"lr": each member's lr at `step`} when a member of `sub` has a schedule (as
+        optbench.train computes it: the cell's lr times the schedule's factor), else {}."""
+        from optbench import schedules
+
+        scheduled = [m.cell.hparams.get("schedule") for m in sub.members]
+        if not any(scheduled):
+            return {}
+        return {"lr": np.array([m.cell.lr * schedules.factor(s, step, self.steps) if s
+                                else m.cell.lr for m, s in zip(sub.members, scheduled)])}
 
     @staticmethod
     def _share(field: str, seconds: float, members) -> None:
@@ -247,7 +278,7 @@ class _Group:
         self.backend.predict([0], x[None])
         c0 = self.members[0].cell
         grads = self.backend.copy(self.backend.grads[:1])
-        optim.clip_grad_norm(grads, c0.clip_norm or sys.float_info.max)
+        optim.clip_grad_norm(grads, c0.clip_norm or NO_CLIP)
         if c0.clip_value:
             optim.clip_grad_value(grads, c0.clip_value)
         for sub, (lo, hi) in zip(self.subs, self._rows()):
@@ -295,7 +326,7 @@ class _Group:
             grads = self.backend.grads[:n]
             elements = n * grads.shape[1]
             with self.backend.update_threads(elements):
-                norms = optim.clip_grad_norm(grads, clip_norm or sys.float_info.max)
+                norms = optim.clip_grad_norm(grads, clip_norm or NO_CLIP)
                 if clip_value:
                     optim.clip_grad_value(grads, clip_value)
             denom = self.backend.slots[slot]["denom"]
@@ -310,7 +341,8 @@ class _Group:
             kept = [(i, self.backend.row(i)) for i in diverged]  # no update for these
             with self.backend.update_threads(elements):
                 for sub, (lo, hi) in zip(self.subs, self._rows()):
-                    sub.opt.step(self.backend.params[lo:hi], grads[lo:hi], sub.state)
+                    sub.opt.step(self.backend.params[lo:hi], grads[lo:hi], sub.state,
+                                 **self._lrs(sub, step))
             for i, values in kept:
                 self.backend.set_row(i, values)
             profile = None

@@ -56,7 +56,7 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, head: 
 
     kind: "lstm", "rnn" (tanh) or "gru"; head: "last" (one output per sequence, from
     h_T) or "every" (an output at every step); dtype: "float32", or "float64" for
-    gradient checks (a numpy dtype works too); init: "default" or "chrono" (then
+    gradient checks (a numpy dtype works too); init: "default", "keras" or "chrono" (then
     chrono_tmax, the longest lag to carry, e.g. the sequence length, is required).
     """
     _choice("model kind", kind, CELLS)
@@ -80,12 +80,25 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, head: 
                 chrono_tmax, (int, float, np.integer, np.floating)) or not 2 < chrono_tmax < np.inf:
             raise UsageError("init 'chrono' needs chrono_tmax, the longest time lag to carry "
                              f"(e.g. the sequence length), a number > 2; got {chrono_tmax!r}")
+    _check_memory(kind, *sizes, DTYPES[dtype])
     model = Model(CELLS[kind], *sizes, head, DTYPES[dtype])
     drawn = {k: np.zeros(v.shape) for k, v in model.views.items()}  # float64, then cast
     initialise(drawn, kind, model.spec.gates, np.random.default_rng(seed), init, chrono_tmax)
     for k, v in drawn.items():
         model.views[k][...] = v
     return model
+
+
+def _check_memory(kind: str, input_size: int, hidden_size: int, output_size: int,
+                  dtype) -> None:
+    """UsageError, one line, for a model larger than this machine's memory (numpy would
+    raise a MemoryError, or a ValueError for sizes past its address space)."""
+    from optbench import cost, machine
+
+    machine.check_memory(cost.model_bytes(kind, input_size, hidden_size, output_size,
+                                          np.dtype(dtype).itemsize),
+                         f"a {kind} model of hidden_size {hidden_size:,} and input_size "
+                         f"{input_size:,}")
 
 
 @dataclass

@@ -18,6 +18,8 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim.pieces import weight_decay
+from optbench.optim.scalar import ONE
 from optbench.optim.spec import Spec
 
 f32 = np.float32
@@ -34,26 +36,22 @@ def reference(p, g, state, h):
 
 
 def scalars(h, state):
-    return (f32(h["lr"] / (1 + (state.step - 1) * h["lr_decay"])),)
+    return {"clr": f32(h["lr"] / (1 + (state.step - 1) * h["lr_decay"]))}
 
 
 def constants(h):
-    return (f32(h["weight_decay"]), f32(h["eps"]))
+    return {"wd": f32(h["weight_decay"]), "eps": f32(h["eps"])}
 
 
 def rule(has_wd):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
+    decayed = weight_decay(has_wd, False)
 
     @register_jitable
-    def adagrad(i, p, g, s, h):
-        clr, wd, eps = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            d = d + wd * x
-        G = s[0][i] + d * d
-        s[0][i] = G
-        p[i] = x - clr * d / (math.sqrt(G) + eps)
+    def adagrad(param, grad, sum, clr, wd, eps):
+        x, d = decayed(param, grad, wd, ONE)
+        G = sum + d * d
+        return x - clr * d / (math.sqrt(G) + eps), G
 
     return adagrad
 
@@ -70,5 +68,7 @@ SPEC = Spec(
     constants=constants,
     rule=rule,
     reference=reference,
+    cases=({}, dict(lr=0.05, lr_decay=1e-2, weight_decay=1e-2, initial_accumulator_value=0.1,
+                    eps=1e-3)),
     doc=__doc__,
 )

@@ -1,4 +1,5 @@
-r"""Adam and AdamW (torch.optim.Adam, torch.optim.AdamW), with the AMSGrad variant.
+r"""Adam and AdamW (torch.optim.Adam, torch.optim.AdamW), with the AMSGrad variant, and
+Keras's epsilon convention as an option.
 
 Adam: Kingma & Ba 2015, ICLR, arXiv:1412.6980, Algorithm 1. AMSGrad: Reddi, Kale & Kumar
 2018, ICLR, "On the Convergence of Adam and Beyond". AdamW: Loshchilov & Hutter 2019, ICLR,
@@ -13,6 +14,19 @@ With gradient g at step t = 1, 2, ..., learning rate gamma, weight decay lambda:
     v_t     = max(vmax_{t-1}, v_t) =: vmax_t              (amsgrad: the max over the raw v)
     theta  <- theta - gamma / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
 
+epsilon_hat=True: eps is the paper's "epsilon hat" (Kingma & Ba, end of section 2), added
+to sqrt(v) before v's bias correction, as Keras and TensorFlow do:
+
+    theta  <- theta - gamma * sqrt(1 - beta2^t) / (1 - beta1^t) * m_t / (sqrt(v_t) + eps)
+
+the same element rule with other host scalars (step size gamma sqrt(1 - beta2^t) /
+(1 - beta1^t), v's correction factor 1), so the kernels are shared. torch's eps equals
+this eps / sqrt(1 - beta2^t), so the two differ most in the first steps (at t = 1 the
+same eps counts 32 times more in Keras's form) and where sqrt(v) is as small as eps.
+With amsgrad, Keras (keras/src/optimizers/adam.py, Keras 3) also takes the max over the
+raw v and adds eps to its root, which is what this rule does. Keras's default epsilon
+is 1e-7.
+
 "adamw" is Adam with decoupled_weight_decay=True and weight_decay=1e-2 by default, as
 torch.optim.AdamW.
 
@@ -22,10 +36,9 @@ the 2-core dev machine: 17.2 -> 14.6 us at 2^16 params, 350 -> 214 us at 2^20), 
 rounding apart.
 
 Where others differ:
-- Keras: epsilon = 1e-7 by default and it is the paper's "epsilon hat":
-  theta <- theta - gamma*sqrt(1-beta2^t)/(1-beta1^t) * m / (sqrt(v) + eps), i.e. epsilon is
-  added before v's bias correction (torch's eps equals Keras's eps / sqrt(1 - beta2^t), so
-  early steps differ most). Keras's AMSGrad, like torch's, keeps the max of the raw v.
+- Keras: epsilon-hat (above) with epsilon = 1e-7 by default; beta1, beta2 and the bias
+  corrections in the variables' dtype (float32), where optbench computes the scalars in
+  double and rounds them once.
 - optax: epsilon outside the root of the bias-corrected v, like torch, plus eps_root inside
   it (default 0). optax.amsgrad keeps the max of the bias-corrected v (torch: of the raw v).
 - AdamW's default weight decay: torch 1e-2, optax 1e-4, Keras 0.004.
@@ -36,6 +49,7 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim.pieces import ema_square, lerp, weight_decay
 from optbench.optim.scalar import maximum
 from optbench.optim.spec import Spec
 
@@ -68,56 +82,61 @@ def reference(p, g, state, h):
         vmax = state["max_exp_avg_sq"]
         np.maximum(vmax, v, out=vmax)
         v = vmax
+    if h["epsilon_hat"]:
+        p -= lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (np.sqrt(v) + eps)
+        return
     denom = np.sqrt(v) * (1 / math.sqrt(1 - beta2**t)) + eps
     p -= lr / (1 - beta1**t) * m / denom
 
 
 def scalars(h, state):
+    """(step size, v's bias-correction factor): with epsilon_hat both corrections move into
+    the step size and the factor is 1, which the rule's product leaves exact."""
+    lr = h["lr"]
     beta1, beta2 = h["betas"]
     t = state.step
-    return (f32(h["lr"] / (1 - beta1**t)), f32(1 / math.sqrt(1 - beta2**t)))
+    if h["epsilon_hat"]:
+        return {"step_size": f32(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)),
+                "inv_bc2_sqrt": f32(1.0)}
+    return {"step_size": f32(lr / (1 - beta1**t)),
+            "inv_bc2_sqrt": f32(1 / math.sqrt(1 - beta2**t))}
 
 
 def constants(h):
     lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
-    return (f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd), f32(1 - lr * wd))
+    return {"one_m_beta1": f32(1 - beta1), "beta2": f32(beta2), "one_m_beta2": f32(1 - beta2),
+            "eps": f32(h["eps"]), "wd": f32(wd), "decay": f32(1 - lr * wd)}
 
 
 def moments(has_wd, decoupled):
     """The element form of reference_moments, shared with NAdam and RAdam: returns
     (param after decoupled decay, gradient after coupled decay, m, v)."""
+    decayed = weight_decay(has_wd, decoupled)
 
     @register_jitable
-    def update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay):
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            if decoupled:
-                x = x * decay
-            else:
-                d = d + wd * x
-        m = s[0][i] + one_m_beta1 * (d - s[0][i])
-        v = beta2 * s[1][i] + one_m_beta2 * d * d
-        s[0][i] = m
-        s[1][i] = v
-        return x, d, m, v
+    def update_moments(x, d, m, v, one_m_beta1, beta2, one_m_beta2, wd, decay):
+        x, d = decayed(x, d, wd, decay)
+        return x, d, lerp(m, d, one_m_beta1), ema_square(v, d, beta2, one_m_beta2)
 
     return update_moments
 
 
 def rule(has_wd, decoupled, amsgrad):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
     update_moments = moments(has_wd, decoupled)
 
     @register_jitable
-    def adam(i, p, g, s, h):
-        step_size, inv_bc2_sqrt, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x, d, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
+    def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, inv_bc2_sqrt,
+             one_m_beta1, beta2, one_m_beta2, eps, wd, decay):
+        x, _, m, v = update_moments(param, grad, exp_avg, exp_avg_sq, one_m_beta1, beta2,
+                                    one_m_beta2, wd, decay)
+        vmax = max_exp_avg_sq  # without amsgrad the slot is absent: 0 in, dropped out
+        vhat = v
         if amsgrad:
-            v = maximum(s[2][i], v)
-            s[2][i] = v
-        p[i] = x - step_size * m / (math.sqrt(v) * inv_bc2_sqrt + eps)
+            vmax = maximum(max_exp_avg_sq, v)
+            vhat = vmax
+        return x - step_size * m / (math.sqrt(vhat) * inv_bc2_sqrt + eps), m, v, vmax
 
     return adam
 
@@ -141,7 +160,9 @@ SPEC = Spec(
     torch="torch.optim.Adam",
     paper="Kingma & Ba 2015, ICLR (arXiv:1412.6980); Reddi et al. 2018, ICLR (amsgrad)",
     defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                  decoupled_weight_decay=False),
+                  decoupled_weight_decay=False, epsilon_hat=False),
+    cases=({}, dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-3, weight_decay=1e-2, amsgrad=True),
+           dict(weight_decay=0.1, decoupled_weight_decay=True)),
     **_COMMON,
 )
 
@@ -149,7 +170,9 @@ SPEC_W = Spec(
     name="adamw",
     torch="torch.optim.AdamW",
     paper="Loshchilov & Hutter 2019, ICLR (arXiv:1711.05101)",
-    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False),
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                  epsilon_hat=False),
     fixed=dict(decoupled_weight_decay=True),
+    cases=({}, dict(lr=3e-3, betas=(0.85, 0.995), weight_decay=0.1, amsgrad=True)),
     **_COMMON,
 )

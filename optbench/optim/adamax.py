@@ -16,7 +16,8 @@ learning rate of 1e-3 (torch: 2e-3, eps = 1e-8 inside the max).
 import numpy as np
 from numba.core.extending import register_jitable
 
-from optbench.optim.scalar import maximum
+from optbench.optim.pieces import lerp, weight_decay
+from optbench.optim.scalar import ONE, maximum
 from optbench.optim.spec import Spec
 
 f32 = np.float32
@@ -35,29 +36,25 @@ def reference(p, g, state, h):
 
 def scalars(h, state):
     beta1 = h["betas"][0]
-    return (f32(h["lr"] / (1 - beta1**state.step)),)
+    return {"clr": f32(h["lr"] / (1 - beta1**state.step))}
 
 
 def constants(h):
     beta1, beta2 = h["betas"]
-    return (f32(1 - beta1), f32(beta2), f32(h["eps"]), f32(h["weight_decay"]))
+    return {"one_m_beta1": f32(1 - beta1), "beta2": f32(beta2), "eps": f32(h["eps"]),
+            "wd": f32(h["weight_decay"])}
 
 
 def rule(has_wd):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
+    decayed = weight_decay(has_wd, False)
 
     @register_jitable
-    def adamax(i, p, g, s, h):
-        clr, one_m_beta1, beta2, eps, wd = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            d = d + wd * x
-        m = s[0][i] + one_m_beta1 * (d - s[0][i])
-        u = maximum(beta2 * s[1][i], abs(d) + eps)
-        s[0][i] = m
-        s[1][i] = u
-        p[i] = x - clr * m / u
+    def adamax(param, grad, exp_avg, exp_inf, clr, one_m_beta1, beta2, eps, wd):
+        x, d = decayed(param, grad, wd, ONE)
+        m = lerp(exp_avg, d, one_m_beta1)
+        u = maximum(beta2 * exp_inf, abs(d) + eps)
+        return x - clr * m / u, m, u
 
     return adamax
 
@@ -73,5 +70,6 @@ SPEC = Spec(
     constants=constants,
     rule=rule,
     reference=reference,
+    cases=({}, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-3, weight_decay=1e-2)),
     doc=__doc__,
 )

@@ -82,7 +82,7 @@ def _column(spec: Spec, name: str, value) -> list | None:
 def _same_kernel(spec: Spec, models: list[dict]) -> None:
     """UsageError unless every model compiles to model 0's kernel (options and slots)."""
     def kernel(h):
-        return spec.options(h), tuple(spec.slots(h))
+        return spec.option_values(h), tuple(spec.slot_values(h))
 
     first = kernel(models[0])
     for i, m in enumerate(models):

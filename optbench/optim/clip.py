@@ -41,7 +41,10 @@ def clip_grad_norm(grads, max_norm, backend: str | None = None):
         partial = (_cpu_sum_squares(rows, tuning.NORM_CHUNK) if backend == "cpu"
                    else _cuda().sum_squares_partials(rows))
         norms = np.array([math.sqrt(math.fsum(row)) for row in partial])
-    scale = c / (norms + 1e-6)
+    # A bound near float64's maximum (clipping "off") over a norm below 1 overflows to inf,
+    # which is still "no clipping": the warning would only alarm the user.
+    with np.errstate(over="ignore"):
+        scale = c / (norms + 1e-6)
     s = np.where(scale < 1, scale, 1).astype(np.float32)  # NaN norms: left alone
     if (s != 1).any():
         if backend == "numpy":

@@ -114,7 +114,7 @@ def step_kernel(rule, options: tuple, slots: int, per_thread: int):
     """The kernel `step[blocks, threads](p, g, s, h)` running `rule(*options)` over every
     element of one model (see `drivers` for the rule's contract and the cache key)."""
     run = _elements(rule, options, slots, per_thread)
-    key = drivers.SOURCE_KEY
+    key = drivers.cache_key(rule)
 
     @cuda.jit(cache=True)
     def step(p, g, s, h):
@@ -130,7 +130,7 @@ def batched_step_kernel(rule, options: tuple, slots: int, per_thread: int, nh: i
     raveled (K * P,) views of (K, P) arrays, H the (K, nh) device array of per-model scalars.
     Block row y updates models y, y + by, ...; along x, a grid-stride loop over the row."""
     run = _elements(rule, options, slots, per_thread)
-    key = drivers.SOURCE_KEY
+    key = drivers.cache_key(rule)
 
     @cuda.jit(cache=True)
     def step(p, g, s, H):

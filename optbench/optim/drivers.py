@@ -1,10 +1,11 @@
 """The drivers that run an element rule over a parameter vector: Numba CPU here, Numba CUDA
 in `cuda_kernels` (imported only once `cuda_module()` found a GPU or the simulator).
 
-A spec's rule, called with its options (bools), returns the element update
+A driver gets a rule in index form: `rule(*options)` returns the update
 `update(i, p, g, s, h)`: p, g the parameter and gradient vectors, s the tuple of state
-vectors (s[k][i]), h a tuple of float32 per-step scalars. A driver only decides which i each
-thread visits, and which h it passes:
+vectors (s[k][i]), h a tuple of float32 per-step scalars (`optbench.optim.contract` makes
+it from a spec's element rule, with the options already bound). A driver only decides
+which i each thread visits, and which h it passes:
 
 - CPU: `@njit(parallel=True)`, `prange` over the elements (Numba hands each thread one
   contiguous range, which LLVM vectorizes); below `tuning.CPU_SERIAL_BELOW` elements a plain
@@ -30,7 +31,9 @@ therefore agree across the models (`optbench.optim.batch`); their scalars may di
 Caching: Numba keys its on-disk cache by the driver's source file and the closure's pickled
 contents; module-level helpers a rule calls (`scalar.maximum`, ...) are pickled by name only,
 so editing one would silently load stale machine code. The closures therefore also hold
-`SOURCE_KEY`, a hash of every source file of this package: any edit recompiles on next use.
+`SOURCE_KEY`, a hash of every source file of this package, plus the rule's `source_key`, a
+hash of the source of its code outside this package (a plugin's file and the helpers it
+calls; `optbench.sources`): any edit recompiles on next use.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ def _source_key() -> str:
 SOURCE_KEY = _source_key()
 
 
+def cache_key(rule) -> str:
+    """What a compiled step's closure holds so that Numba's cache key follows the source of
+    this package and of the rule's own code."""
+    return SOURCE_KEY + getattr(rule, "source_key", "")
+
+
 @lru_cache(maxsize=None)
 def cpu_step(rule, options: tuple):
     """The CPU step `step(p, g, s, h)` running `rule(*options)` over every element.
@@ -63,7 +72,7 @@ def cpu_step(rule, options: tuple):
     error_model='numpy': x / 0 gives inf or NaN as in torch, instead of raising, and lets
     LLVM vectorize the serial loop too (the parallel one always runs with it)."""
     update = rule(*options)
-    key = SOURCE_KEY
+    key = cache_key(rule)
     serial_below = tuning.CPU_SERIAL_BELOW
 
     @numba.njit(
@@ -91,7 +100,7 @@ def cpu_batched_step(rule, options: tuple, nh: int):
     one row (tuning.CPU_SERIAL_BELOW, tuning.CPU_BATCH_CHUNK: loop bounds, so runtime
     arguments, and one compiled kernel serves any)."""
     update = rule(*options)
-    key = SOURCE_KEY
+    key = cache_key(rule)
 
     @numba.njit(
         parallel=True, cache=True, error_model="numpy", fastmath=set(tuning.CPU_FASTMATH)

@@ -18,7 +18,8 @@ Every update has size gamma per element, so a learning rate 3-10x below AdamW's 
 import numpy as np
 from numba.core.extending import register_jitable
 
-from optbench.optim.scalar import sign
+from optbench.optim.pieces import weight_decay
+from optbench.optim.scalar import ZERO, sign
 from optbench.optim.spec import Spec
 
 f32 = np.float32
@@ -36,29 +37,22 @@ def reference(p, g, state, h):
     m += (1 - beta2) * g
 
 
-def scalars(h, state):
-    return ()
-
-
 def constants(h):
     lr, wd = h["lr"], h["weight_decay"]
     beta1, beta2 = h["betas"]
-    return (f32(lr), f32(beta1), f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(1 - lr * wd))
+    return {"lr": f32(lr), "beta1": f32(beta1), "one_m_beta1": f32(1 - beta1),
+            "beta2": f32(beta2), "one_m_beta2": f32(1 - beta2), "decay": f32(1 - lr * wd)}
 
 
 def rule(has_wd):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
+    decayed = weight_decay(has_wd, True)
 
     @register_jitable
-    def lion(i, p, g, s, h):
-        lr, beta1, one_m_beta1, beta2, one_m_beta2, decay = h
-        x = p[i]
-        d = g[i]
-        m = s[0][i]
-        if has_wd:
-            x = x * decay
-        p[i] = x - lr * sign(beta1 * m + one_m_beta1 * d)
-        s[0][i] = beta2 * m + one_m_beta2 * d
+    def lion(param, grad, exp_avg, lr, beta1, one_m_beta1, beta2, one_m_beta2, decay):
+        x, d = decayed(param, grad, ZERO, decay)
+        m = exp_avg
+        return x - lr * sign(beta1 * m + one_m_beta1 * d), beta2 * m + one_m_beta2 * d
 
     return lion
 
@@ -70,9 +64,9 @@ SPEC = Spec(
     defaults=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
     slots=lambda h: {"exp_avg": 0.0},
     options=lambda h: (h["weight_decay"] != 0,),
-    scalars=scalars,
     constants=constants,
     rule=rule,
     reference=reference,
+    cases=({}, dict(lr=3e-4, betas=(0.95, 0.98), weight_decay=0.1)),
     doc=__doc__,
 )

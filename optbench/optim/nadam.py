@@ -57,30 +57,23 @@ def scalars(h, state):
     mu = _schedule(beta1, h["momentum_decay"], t)
     mu_next = _schedule(beta1, h["momentum_decay"], t + 1)
     state.host["mu_product"] = P = f32(state.host["mu_product"] * mu)
-    return (
-        f32(-lr * (1 - mu) / (1 - float(P))),
-        f32(-lr * mu_next / (1 - float(P) * mu_next)),
-        f32(1 / (1 - beta2**t)),
-    )
-
-
-def constants(h):
-    lr, wd = h["lr"], h["weight_decay"]
-    beta1, beta2 = h["betas"]
-    return (f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd), f32(1 - lr * wd))
+    return {"c_grad": f32(-lr * (1 - mu) / (1 - float(P))),
+            "c_avg": f32(-lr * mu_next / (1 - float(P) * mu_next)),
+            "inv_bc2": f32(1 / (1 - beta2**t))}
 
 
 def rule(has_wd, decoupled):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
     update_moments = adam.moments(has_wd, decoupled)
 
     @register_jitable
-    def nadam(i, p, g, s, h):
-        c_grad, c_avg, inv_bc2, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x, d, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
+    def nadam(param, grad, exp_avg, exp_avg_sq, c_grad, c_avg, inv_bc2, one_m_beta1, beta2,
+              one_m_beta2, eps, wd, decay):
+        x, d, m, v = update_moments(param, grad, exp_avg, exp_avg_sq, one_m_beta1, beta2,
+                                    one_m_beta2, wd, decay)
         delta = math.sqrt(v * inv_bc2) + eps
         x = x + c_grad * d / delta
-        p[i] = x + c_avg * m / delta
+        return x + c_avg * m / delta, m, v
 
     return nadam
 
@@ -94,9 +87,12 @@ SPEC = Spec(
     slots=lambda h: {"exp_avg": 0.0, "exp_avg_sq": 0.0},
     options=lambda h: (h["weight_decay"] != 0, h["decoupled_weight_decay"]),
     scalars=scalars,
-    constants=constants,
+    constants=adam.constants,
     rule=rule,
     reference=reference,
     host={"mu_product": 1.0},
+    cases=({}, dict(lr=1e-3, betas=(0.85, 0.98), eps=1e-3, weight_decay=1e-2,
+                    momentum_decay=1e-2),
+           dict(weight_decay=0.1, decoupled_weight_decay=True)),
     doc=__doc__,
 )

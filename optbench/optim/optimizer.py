@@ -11,17 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from optbench.errors import UsageError
-from optbench.optim import (
-    adagrad, adam, adamax, batch, drivers, lion, nadam, radam, rmsprop, sgd, tuning,
-)
+from optbench.optim import batch, contract, drivers, tuning
 from optbench.optim.batch import BatchedState, SlotLookup
+from optbench.optim.registry import SPECS, names, spec
 from optbench.optim.spec import Spec
 
-SPECS: dict[str, Spec] = {
-    s.name: s
-    for s in (sgd.SPEC, adagrad.SPEC, rmsprop.SPEC, adam.SPEC, adam.SPEC_W, nadam.SPEC,
-              radam.SPEC, adamax.SPEC, lion.SPEC)
-}
+__all__ = ["BACKENDS", "SPECS", "Optimizer", "State", "create", "names", "spec"]
 
 BACKENDS = ("numpy", "cpu", "cuda")
 
@@ -79,21 +74,6 @@ def batch_shape(x, what: str, backend: str, writeable: bool = True) -> tuple[int
     return shape
 
 
-def names() -> tuple[str, ...]:
-    """The registered optimizer names."""
-    return tuple(SPECS)
-
-
-def spec(name: str) -> Spec:
-    """The spec of optimizer `name` (its defaults, paper, and `doc` with the update rule)."""
-    try:
-        return SPECS[name]
-    except (KeyError, TypeError):
-        raise UsageError(
-            f"unknown optimizer {name!r}; choose one of: {', '.join(SPECS)}"
-        ) from None
-
-
 def create(name: str, backend: str = "cpu", **hparams) -> Optimizer:
     """An optimizer with torch.optim's hyper-parameter names and defaults, on a backend:
     "numpy" (the plain reference), "cpu" (Numba, parallel) or "cuda" (Numba CUDA).
@@ -102,6 +82,10 @@ def create(name: str, backend: str = "cpu", **hparams) -> Optimizer:
     s = spec(name)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if hasattr(s, "kwargs"):  # a torch optimizer class (optim.torch_adapter)
+        from optbench.optim.torch_adapter import TorchOptimizer
+
+        return TorchOptimizer(s, s.validate(hparams), backend)
     return Optimizer(s, *batch.per_model(s, hparams), backend)
 
 
@@ -146,21 +130,29 @@ class Optimizer:
         self.models = models
         self.backend = backend
         one = models[0] if models else hparams  # models share options and slot names
-        self.slots: dict[str, float] = spec.slots(one)  # state vectors: initial values
+        self.slots: dict[str, float] = spec.slot_values(one)  # state vectors: initial values
         self._names = tuple(self.slots)
-        self._options = spec.options(one)
+        self._options = spec.option_values(one)
+        # The rule's scalars by name: h = per-step scalars + constants, in the layout's order.
+        self.layout = contract.layout(spec, one)
+        self._scalars = contract.getter(self.layout.scalars)
+        self._scalar_values = spec.scalars or (lambda h, state: {})
+        self._constants_of = contract.getter(self.layout.constants)
         if models is None:
-            self._constants = spec.constants(hparams)
+            self._constants = self._constants_of(spec.constant_values(hparams))
+        if backend == "numpy":
+            return
+        self.kernel_rule = contract.kernel_rule(spec, self._options, self.layout)
         if backend == "cpu":
-            self._kernel = drivers.cpu_step(spec.rule, self._options)
-        elif backend == "cuda":
+            self._kernel = drivers.cpu_step(self.kernel_rule, ())
+        else:
             self._cuda = drivers.cuda_module()
             from optbench.optim import cuda_kernels
 
             self._kernels = cuda_kernels
             self._per_thread = tuning.CUDA_ELEMENTS_PER_THREAD
             self._kernel = cuda_kernels.step_kernel(
-                spec.rule, self._options, len(self._names), self._per_thread)
+                self.kernel_rule, (), len(self._names), self._per_thread)
             self._launchers: dict = {}  # (kernel, size, models) -> configured kernel
 
     @property
@@ -192,10 +184,13 @@ class Optimizer:
             slots = tuple(self._cuda.to_device(x) for x in slots)
         return State(self._names, slots, dict(self.spec.host), n, self.backend == "cuda")
 
-    def step(self, params, grads, state: State | BatchedState) -> None:
-        """One update of `params` (in place) from `grads`; `state` advances one step."""
+    def step(self, params, grads, state: State | BatchedState, lr=None) -> None:
+        """One update of `params` (in place) from `grads`; `state` advances one step.
+
+        lr: this step's learning rate instead of hparams["lr"] (a schedule's value, computed
+        on the host: nothing recompiles); for K models one value or a numpy array of K."""
         if isinstance(state, BatchedState):
-            self._step_batch(params, grads, state)
+            self._step_batch(params, grads, state, lr)
             return
         if self.models is not None:
             raise UsageError(self._needs_rows(getattr(params, "shape", None)))
@@ -204,11 +199,15 @@ class Optimizer:
             raise UsageError(f"grads has {grads.shape[0]} elements, params {n}; they must match")
         self._check_state(state)
         self._check_fit(state, state.size, n)
+        hparams, constants = self.hparams, self._constants
+        if lr is not None:
+            hparams = {**hparams, "lr": learning_rate(lr, self.name)}
+            constants = self._constants_of(self.spec.constant_values(hparams))
         state.step += 1
         if self.backend == "numpy":
-            self.spec.reference(params, grads, state, self.hparams)
+            self.spec.reference(params, grads, state, hparams)
             return
-        h = self.spec.scalars(self.hparams, state) + self._constants
+        h = self._scalars(self._scalar_values(hparams, state)) + constants
         if self.backend == "cpu":
             self._kernel(params, grads, state.slots, h)
         else:
@@ -243,12 +242,13 @@ class Optimizer:
         slots = []
         for name in self._names:
             x = np.empty((k, n), F32)
-            x[:] = np.array([self.spec.slots(m)[name] for m in models], F32)[:, None]
+            x[:] = np.array([self.spec.slot_values(m)[name] for m in models], F32)[:, None]
             slots.append(self._cuda.to_device(x) if self.backend == "cuda" else x)
         on_device = self.backend == "cuda"
         rows = tuple(State(self._names, tuple(x[i] for x in slots), dict(self.spec.host), n,
                            on_device) for i in range(k))
-        constants = np.array([self.spec.constants(m) for m in models], F32)
+        constants = np.array([self._constants_of(self.spec.constant_values(m))
+                              for m in models], F32).reshape(k, len(self.layout.constants))
         return BatchedState(self._names, tuple(slots), rows, (k, n), on_device, constants)
 
     def _check_fit(self, state, made_for, given) -> None:
@@ -261,13 +261,20 @@ class Optimizer:
                 f"{given} params for backend {self.backend!r}: make it with opt.init(params)"
             )
 
-    def _step_batch(self, params, grads, state: BatchedState) -> None:
+    def _step_batch(self, params, grads, state: BatchedState, lr=None) -> None:
         shape = batch_shape(params, "params", self.backend)
         if batch_shape(grads, "grads", self.backend, writeable=False) != shape:
             raise UsageError(f"grads has shape {grads.shape}, params {shape}; they must match")
         self._check_state(state)
         models = self._models(shape[0])
         self._check_fit(state, state.shape, shape)
+        constants = state.constants
+        if lr is not None:
+            rates = np.broadcast_to(np.asarray(lr, dtype=float), (shape[0],))
+            models = tuple({**m, "lr": learning_rate(x, self.name)} for m, x in
+                           zip(models, rates.tolist()))
+            constants = np.array([self._constants_of(self.spec.constant_values(m))
+                                  for m in models], F32).reshape(shape[0], -1)
         state.step += 1
         for row in state.rows:
             row.step = state.step
@@ -275,16 +282,17 @@ class Optimizer:
             for p, g, row, h in zip(params, grads, state.rows, models):
                 self.spec.reference(p, g, row, h)
             return
-        scalars = np.array([self.spec.scalars(h, row) for h, row in zip(models, state.rows)],
-                           F32).reshape(shape[0], -1)
-        H = np.concatenate((scalars, state.constants), axis=1)
+        scalars = np.array([self._scalars(self._scalar_values(h, row))
+                            for h, row in zip(models, state.rows)],
+                           F32).reshape(shape[0], len(self.layout.scalars))
+        H = np.concatenate((scalars, constants), axis=1)
         p, g = params.reshape(-1), grads.reshape(-1)
         if self.backend == "cpu":
-            kernel = drivers.cpu_batched_step(self.spec.rule, self._options, H.shape[1])
+            kernel = drivers.cpu_batched_step(self.kernel_rule, (), H.shape[1])
             kernel(p, g, state.flat, H, tuning.CPU_SERIAL_BELOW, tuning.CPU_BATCH_CHUNK)
         else:
             kernel = self._kernels.batched_step_kernel(
-                self.spec.rule, self._options, len(self._names), self._per_thread, H.shape[1])
+                self.kernel_rule, (), len(self._names), self._per_thread, H.shape[1])
             self._launch(kernel, (p, g, state.flat, self._cuda.to_device(H)), *shape[::-1])
 
     def _launch(self, kernel, args, size: int, models: int = 1) -> None:
@@ -294,3 +302,13 @@ class Optimizer:
             run = self._launchers[key] = self._kernels.launcher(
                 kernel, args, self._per_thread, size, models)
         run(*args)
+
+
+def learning_rate(lr, optimizer: str) -> float:
+    """A step's learning rate, checked as the hyper-parameter is."""
+    import math
+
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(lr) or lr < 0:
+        raise UsageError(f"{optimizer}: the step's lr={lr!r} must be a finite number >= 0")
+    return float(lr)

@@ -60,32 +60,28 @@ def scalars(h, state):
     beta1, beta2 = h["betas"]
     t = state.step
     rho_t, rect = _rho(beta2, t)
-    return (
-        f32(1 / (1 - beta1**t)),
-        f32(math.sqrt(1 - beta2**t)),
-        f32(rect),  # 0 while rho_t <= 5: the step is then the plain momentum step
-    )
+    return {"inv_bc1": f32(1 / (1 - beta1**t)), "bc2_sqrt": f32(math.sqrt(1 - beta2**t)),
+            # 0 while rho_t <= 5: the step is then the plain momentum step
+            "rect": f32(rect)}
 
 
 def constants(h):
-    lr, wd = h["lr"], h["weight_decay"]
-    beta1, beta2 = h["betas"]
-    return (f32(lr), f32(1 - beta1), f32(beta2), f32(1 - beta2), f32(h["eps"]), f32(wd),
-            f32(1 - lr * wd))
+    return {"lr": f32(h["lr"]), **adam.constants(h)}
 
 
 def rule(has_wd, decoupled):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
     update_moments = adam.moments(has_wd, decoupled)
 
     @register_jitable
-    def radam(i, p, g, s, h):
-        inv_bc1, bc2_sqrt, rect, lr, one_m_beta1, beta2, one_m_beta2, eps, wd, decay = h
-        x, _, m, v = update_moments(i, p, g, s, one_m_beta1, beta2, one_m_beta2, wd, decay)
+    def radam(param, grad, exp_avg, exp_avg_sq, inv_bc1, bc2_sqrt, rect, lr, one_m_beta1,
+              beta2, one_m_beta2, eps, wd, decay):
+        x, _, m, v = update_moments(param, grad, exp_avg, exp_avg_sq, one_m_beta1, beta2,
+                                    one_m_beta2, wd, decay)
         # Both steps are computed and one is picked: a select vectorizes, a branch would not.
         plain = m * inv_bc1 * lr
         rectified = plain * (bc2_sqrt / (math.sqrt(v) + eps)) * rect
-        p[i] = x - (rectified if rect > ZERO else plain)
+        return x - (rectified if rect > ZERO else plain), m, v
 
     return radam
 
@@ -102,5 +98,7 @@ SPEC = Spec(
     constants=constants,
     rule=rule,
     reference=reference,
+    cases=({}, dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-3, weight_decay=1e-2),
+           dict(weight_decay=0.1, decoupled_weight_decay=True)),
     doc=__doc__,
 )

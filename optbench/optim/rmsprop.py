@@ -21,6 +21,8 @@ import math
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim.pieces import ema_square, lerp, weight_decay
+from optbench.optim.scalar import ONE
 from optbench.optim.spec import Spec
 
 f32 = np.float32
@@ -49,7 +51,7 @@ def reference(p, g, state, h):
 
 
 def slots(h):
-    # torch's state order; the rule finds grad_avg after momentum_buffer when both exist.
+    # torch's state order.
     names = ["square_avg"]
     if h["momentum"] > 0:
         names.append("momentum_buffer")
@@ -58,41 +60,35 @@ def slots(h):
     return dict.fromkeys(names, 0.0)
 
 
-def scalars(h, state):
-    return ()
-
-
 def constants(h):
     alpha = h["alpha"]
-    return (f32(h["lr"]), f32(alpha), f32(1 - alpha), f32(h["eps"]), f32(h["weight_decay"]),
-            f32(h["momentum"]))
+    return {"lr": f32(h["lr"]), "alpha": f32(alpha), "one_m_alpha": f32(1 - alpha),
+            "eps": f32(h["eps"]), "wd": f32(h["weight_decay"]), "mu": f32(h["momentum"])}
 
 
 def rule(has_wd, has_momentum, centered):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
+    decayed = weight_decay(has_wd, False)
 
     @register_jitable
-    def rmsprop(i, p, g, s, h):
-        lr, alpha, one_m_alpha, eps, wd, mu = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            d = d + wd * x
-        v = alpha * s[0][i] + one_m_alpha * d * d
-        s[0][i] = v
+    def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, one_m_alpha,
+                eps, wd, mu):
+        # momentum_buffer and grad_avg are absent (0 in, dropped out) without their option.
+        x, d = decayed(param, grad, wd, ONE)
+        v = ema_square(square_avg, d, alpha, one_m_alpha)
+        gbar = grad_avg
         if centered:
-            k = 2 if has_momentum else 1
-            gbar = s[k][i] + one_m_alpha * (d - s[k][i])
-            s[k][i] = gbar
+            gbar = lerp(grad_avg, d, one_m_alpha)
             delta = math.sqrt(v - gbar * gbar) + eps
         else:
             delta = math.sqrt(v) + eps
+        b = momentum_buffer
         if has_momentum:
-            b = mu * s[1][i] + d / delta
-            s[1][i] = b
-            p[i] = x - lr * b
+            b = mu * momentum_buffer + d / delta
+            x = x - lr * b
         else:
-            p[i] = x - lr * d / delta
+            x = x - lr * d / delta
+        return x, v, b, gbar
 
     return rmsprop
 
@@ -105,9 +101,11 @@ SPEC = Spec(
                   centered=False),
     slots=slots,
     options=lambda h: (h["weight_decay"] != 0, h["momentum"] > 0, h["centered"]),
-    scalars=scalars,
     constants=constants,
     rule=rule,
     reference=reference,
+    cases=({}, dict(lr=1e-3, alpha=0.9, eps=1e-3, weight_decay=1e-2, momentum=0.9,
+                    centered=True),
+           dict(lr=3e-3, centered=True)),
     doc=__doc__,
 )

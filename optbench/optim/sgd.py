@@ -21,6 +21,8 @@ neither copies the first gradient: their buffer starts at zero.
 import numpy as np
 from numba.core.extending import register_jitable
 
+from optbench.optim.pieces import weight_decay
+from optbench.optim.scalar import ONE
 from optbench.optim.spec import Spec
 
 f32 = np.float32
@@ -44,28 +46,26 @@ def reference(p, g, state, h):
 def scalars(h, state):
     # Step 1 copies g into the buffer: b = 0 * b + 1 * g, exact, with no branch in the rule.
     first = state.step == 1
-    return (f32(0.0 if first else h["momentum"]), f32(1.0 if first else 1 - h["dampening"]))
+    return {"buf_decay": f32(0.0 if first else h["momentum"]),
+            "buf_scale": f32(1.0 if first else 1 - h["dampening"])}
 
 
 def constants(h):
-    return (f32(h["lr"]), f32(h["weight_decay"]), f32(h["momentum"]))
+    return {"lr": f32(h["lr"]), "wd": f32(h["weight_decay"]), "mu": f32(h["momentum"])}
 
 
 def rule(has_wd, has_momentum, nesterov):
-    """The element update with these options as compile-time constants."""
+    """The element rule with these options as compile-time constants."""
+    decayed = weight_decay(has_wd, False)
 
     @register_jitable
-    def sgd(i, p, g, s, h):
-        buf_decay, buf_scale, lr, wd, mu = h
-        x = p[i]
-        d = g[i]
-        if has_wd:
-            d = d + wd * x
+    def sgd(param, grad, momentum_buffer, buf_decay, buf_scale, lr, wd, mu):
+        x, d = decayed(param, grad, wd, ONE)
+        b = momentum_buffer  # without momentum the slot is absent: 0 in, dropped out
         if has_momentum:
-            b = buf_decay * s[0][i] + buf_scale * d
-            s[0][i] = b
+            b = buf_decay * momentum_buffer + buf_scale * d
             d = d + mu * b if nesterov else b
-        p[i] = x - lr * d
+        return x - lr * d, b
 
     return sgd
 
@@ -91,5 +91,7 @@ SPEC = Spec(
     rule=rule,
     reference=reference,
     check=_check,
+    cases=({}, dict(lr=0.01, momentum=0.9, dampening=0.1, weight_decay=1e-2),
+           dict(lr=0.01, momentum=0.8, nesterov=True, weight_decay=1e-3)),
     doc=__doc__,
 )

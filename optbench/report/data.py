@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from optbench import tasks
+from optbench.describe import Catalog
 from optbench.errors import UsageError
-from optbench.matrix import GROUP, _variant, label, pick_lr
+from optbench.matrix import GROUP, label, pick_lr, variant
 from optbench.store import Results, Store
 from optbench.train import PROFILE_FRACTIONS
 
@@ -57,6 +57,8 @@ class Data:
     members: what the matrix asked for, one row per (cell, tier), finished or not, with
            `entrant` too.
     entrants: the entrants in the matrix's order (which fixes their colours).
+    catalog: the optimizers and tasks as the store describes them (`optbench.describe`):
+           defaults, metric, direction, baseline, threshold, whether or not they import here.
     """
 
     directory: str
@@ -66,7 +68,12 @@ class Data:
     cells: pd.DataFrame
     members: pd.DataFrame
     entrants: list[str]
+    catalog: Catalog = field(default_factory=Catalog)
     picked: dict = field(default_factory=dict, repr=False)  # tier -> `at_picked_lr`, memoised
+
+    def task(self, name: str):
+        """Task `name` as the store describes it, at the lengths of this matrix."""
+        return self.catalog.task(name, self.config["lengths"].get(name, ()))
 
     def tier(self, tier: str) -> pd.DataFrame:
         keys = self.members.loc[self.members["tier"] == tier, "key"]
@@ -104,18 +111,22 @@ def load(directory: str, matrix: str | None = None) -> Data:
         raise UsageError(f"matrix {name!r} in {directory}: 0 of {planned} cells finished yet; "
                          "nothing to report (a run stores each cell as it finishes)")
     config = json.loads(results.matrices["config_json"].iloc[-1])  # the newest of that name
-    cells, members = (_with_entrant(results.cells), _with_entrant(results.members))
+    catalog = results.catalog
+    cells, members = (_with_entrant(results.cells, catalog),
+                      _with_entrant(results.members, catalog))
     # A column that is NULL in every row (no seed diverged yet) comes back as None objects.
     cells[FIGURES] = cells[FIGURES].astype(float)
-    order = [label(o["name"], _variant(json.dumps(o["hparams"]))) for o in config["optimizers"]]
+    order = [label(o["name"], variant(json.dumps(o["hparams"])), catalog.defaults(o["name"]))
+             for o in config["optimizers"]]
     entrants = [e for e in order if e in set(cells["entrant"])]
     entrants += sorted(set(cells["entrant"]) - set(entrants))
-    return Data(directory, name, config, results, cells, members, entrants)
+    return Data(directory, name, config, results, cells, members, entrants, catalog)
 
 
-def _with_entrant(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.assign(variant=[_variant(h) for h in frame["hparams_json"]])
-    out["entrant"] = [label(o, v) for o, v in zip(out["optimizer"], out["variant"])]
+def _with_entrant(frame: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+    out = frame.assign(variant=[variant(h) for h in frame["hparams_json"]])
+    out["entrant"] = [label(o, v, catalog.defaults(o))
+                      for o, v in zip(out["optimizer"], out["variant"])]
     return out
 
 
@@ -193,7 +204,7 @@ def problem_table(data: Data, tier: str) -> pd.DataFrame:
     rows = []
     for (task_name, length, model, hidden, entrant), g in at.groupby(
             PROBLEM + ["entrant"], sort=False):
-        task = tasks.get(task_name)
+        task = data.task(task_name)
         ok = g[g["outcome"] != "diverged"]["test_metric"].astype(float)
         solved = g[g["outcome"] == "solved"]
         steps = np.where(g["outcome"] == "solved", g["steps_to_solve"].astype(float), np.inf)
@@ -209,22 +220,15 @@ def problem_table(data: Data, tier: str) -> pd.DataFrame:
             "seconds_median": solved["seconds_to_solve"].astype(float).median(),
             "cost": lower_median(steps),
             "metric": task.metric_name, "higher_is_better": task.higher_is_better,
-            "baseline": task.baseline(length), "threshold": threshold(task, length),
+            "baseline": task.baseline(length), "threshold": task.threshold(length),
         })
     return data.ordered(pd.DataFrame(rows))
 
 
 def threshold(task, length: int) -> float | None:
-    """The metric value at which the task's own `solved` rule flips, found by bisection between
-    the memoryless baseline (unsolved) and a perfect score (0 for a loss, 1 for accuracy), so
-    the report never restates a task's rule. None if the rule is not monotone between them."""
-    lo, hi = task.baseline(length), 1.0 if task.higher_is_better else 0.0
-    if task.solved(lo, length) or not task.solved(hi, length):
-        return None
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if task.solved(mid, length) else (mid, hi)
-    return hi
+    """The metric value at which the task's own `solved` rule flips (`Task.threshold`; a
+    store's recorded value for a task described there), or None."""
+    return task.threshold(length)
 
 
 # -- ranking --------------------------------------------------------------------------------
@@ -337,7 +341,7 @@ def learning_curves(data: Data, tier: str = "tuned") -> pd.DataFrame:
     rows = []
     for (task_name, length, model, hidden, entrant), g in curves.groupby(
             PROBLEM + ["entrant"], sort=False):
-        worst = -math.inf if tasks.get(task_name).higher_is_better else math.inf
+        worst = -math.inf if data.task(task_name).higher_is_better else math.inf
         steps = np.unique(g["step"].to_numpy())
         values = []
         for _, run in g.groupby("key"):

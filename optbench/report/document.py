@@ -23,15 +23,15 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import sys
+import shutil
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from optbench import tasks
 from optbench.errors import UsageError
 from optbench.report import data as D
 from optbench.report import figures as F
@@ -44,11 +44,13 @@ if TYPE_CHECKING:
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
 PNG_DPI = 100
 TABLES_PER_PAGE = 2
-WINNERS_PER_PAGE = 20
-WINNERS_ON_SUMMARY = 10  # up to this many problems, their table goes under the rankings
+TABLE_LINES = 30  # lines of table text a page holds
+WINNERS_PER_PAGE = 20  # lines of text of the winners' table on a page of its own
+WINNERS_ON_SUMMARY = 10  # up to this many lines, their table goes under the rankings
 PANELS_PER_PAGE = 6
 CAPTION_CHARS = 165  # caption line width at CAPTION_FONT on an A4 landscape page
 CAPTION_FONT = 9.5
+TABLE_CHARS = 32  # longest line of a table cell
 KERNELS_FILE = "kernels.json"  # read from the results directory when there
 
 
@@ -110,13 +112,68 @@ def build(directory: str, out: str | None = None, matrix: str | None = None,
     bench = D.kernel_throughput(kernels) if kernels is not None else None
     out = check_out(out or default_out(directory, data.name))  # the last check: it makes dirs
 
+    # Everything is drawn into a staging folder beside the report and moved into place at
+    # the end, so that a report killed or failing midway leaves the previous one as it was.
     companion = os.path.splitext(out)[0]
-    content = _Content(data, bench, kernels)
-    tables = content.write_tables(os.path.join(companion, "tables"))
-    pages = content.plan()
-    figures = _render(pages, out, os.path.join(companion, "figures"), content)
-    return Report(out, pages, tables, figures, content.missing, content.finished,
-                  content.planned)
+    stage = _stage(out)
+    try:
+        pdf = os.path.join(stage, os.path.basename(out))
+        folder = os.path.join(stage, os.path.basename(companion))
+        content = _Content(data, bench, kernels)
+        tables = content.write_tables(os.path.join(folder, "tables"))
+        pages = content.plan()
+        figures = _render(pages, pdf, os.path.join(folder, "figures"), content)
+        _publish(stage, pdf, out, folder, companion)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Report(out, pages, [companion + p[len(folder):] for p in tables],
+                  [companion + p[len(folder):] for p in figures], content.missing,
+                  content.finished, content.planned)
+
+
+def _stage(out: str) -> str:
+    """A new staging folder for the report `out`, after tidying those that killed reports
+    left (their process is gone): a previous report folder found in one is put back."""
+    parent, name = os.path.split(os.path.abspath(out))
+    prefix = f".{name}.partial-"
+    for entry in os.listdir(parent):
+        pid = entry[len(prefix):] if entry.startswith(prefix) else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            stale = os.path.join(parent, entry)
+            previous = os.path.join(stale, _PREVIOUS)
+            companion = os.path.splitext(os.path.abspath(out))[0]
+            if os.path.isdir(previous) and not os.path.exists(companion):
+                os.rename(previous, companion)
+            shutil.rmtree(stale, ignore_errors=True)
+    stage = os.path.join(parent, f"{prefix}{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
+    return stage
+
+
+_PREVIOUS = "previous"
+
+
+def _publish(stage: str, pdf: str, out: str, folder: str, companion: str) -> None:
+    """Move a staged report into place: its folder of tables and figures by two renames
+    (the previous one aside into the staging folder, the new one in), then the PDF by one
+    rename over the previous PDF, after its bytes are on disk."""
+    with open(pdf, "rb") as f:
+        os.fsync(f.fileno())
+    if os.path.isdir(companion):
+        os.rename(companion, os.path.join(stage, _PREVIOUS))
+    os.rename(folder, companion)
+    os.replace(pdf, out)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
 
 
 # -- content ---------------------------------------------------------------------------------
@@ -164,8 +221,8 @@ class _Content:
                       self._title_page),
                  Page("summary", "ranking", "Summary: which optimizer, across all problems",
                       _RANKING_CAPTION.format(tau=D.TAU_MAX), self._ranking_page)]
-        chunks = _chunks(list(range(len(self.winners))), WINNERS_PER_PAGE)
-        if len(self.winners) <= WINNERS_ON_SUMMARY:  # they fit under the rankings
+        chunks = self._winner_chunks()
+        if self._winners_on_summary():  # they fit under the rankings
             pages[-1].caption += "\n\n" + _WINNERS_CAPTION.format(tier=self.tier)
             chunks = []
         pages += [Page("summary", "winners", _numbered("Summary: which optimizer, for which "
@@ -193,12 +250,12 @@ class _Content:
         return len(self.tables[self.tier][D.PROBLEM].drop_duplicates())
 
     def _task_pages(self, task: str) -> list[Page]:
-        t = tasks.get(task)
-        doc = _first_paragraph(sys.modules[type(t).__module__].__doc__)
+        t = self.data.task(task)  # as the store describes it: the plugin need not import
+        doc = t.doc
         pages = []
         for tier in self.tiers:
             table = self.tables[tier][self.tables[tier]["task"] == task]
-            chunks = _chunks(list(table.groupby(D.PROBLEM, sort=False)), TABLES_PER_PAGE)
+            chunks = _table_chunks(list(table.groupby(D.PROBLEM, sort=False)))
             for i, chunk in enumerate(chunks):
                 caption = _TABLE_CAPTION[tier] + " " + _TABLE_COMMON
                 if not pages:  # the section's first page says what the task is
@@ -294,17 +351,51 @@ class _Content:
     def _ranking_page(self, fig) -> None:
         blocks = [(f"tier {t} ({_TIER[t]})", T.ranking_display(self.rankings[t]))
                   for t in self.tiers]
-        if len(self.winners) > WINNERS_ON_SUMMARY:
+        if not self._winners_on_summary():
             _tables(fig, blocks, ncols=len(blocks))
             return
+        winners = self._winners_shown(list(range(len(self.winners))))
         top, bottom = fig.subfigures(2, 1, height_ratios=[
-            max(len(r) for r in self.rankings.values()) + 3, len(self.winners) + 3])
+            max(_lines(frame) for _, frame in blocks) + 2, _lines(winners) + 2])
         _tables(top, blocks, ncols=len(blocks))
-        self._winners_page(bottom, list(range(len(self.winners))))
+        _tables(bottom, [(f"Per problem (tier {self.tier})", winners)])
+
+    def _winners_on_summary(self) -> bool:
+        rows = list(range(len(self.winners)))
+        return _lines(self._winners_shown(rows)) <= WINNERS_ON_SUMMARY + 1
+
+    def _winner_chunks(self) -> list[list[int]]:
+        """Rows of the winners' table per page: at most WINNERS_PER_PAGE lines of text each
+        (labels wrap over several)."""
+        shown = self._winners_shown(list(range(len(self.winners))))
+        chunks, lines = [[]], 0
+        for i, row in enumerate(shown.to_numpy()):
+            n = max(F.wrap(str(v), TABLE_CHARS).count("\n") + 1 for v in row)
+            if chunks[-1] and lines + n > WINNERS_PER_PAGE:
+                chunks.append([])
+                lines = 0
+            chunks[-1].append(i)
+            lines += n
+        return chunks if chunks[0] else []
 
     def _winners_page(self, fig, rows) -> None:
-        shown = T.winners_display(self.winners.iloc[rows])
-        _tables(fig, [(f"Per problem (tier {self.tier})", shown)])
+        _tables(fig, [(f"Per problem (tier {self.tier})", self._winners_shown(rows))])
+
+    def _winners_shown(self, rows) -> pd.DataFrame:
+        winners = self.winners.iloc[rows]
+        shown = T.winners_display(winners)
+        # Many entrants tied (every one solving at the first evaluation, say) would fill the
+        # page; the PDF names two, the tables beside it all of them.
+        table = self.tables[self.tier]
+        short = []
+        for problem, text in zip(winners[D.PROBLEM].itertuples(index=False),
+                                 shown["fastest to solve"]):
+            g = table.set_index(D.PROBLEM).loc[[tuple(problem)]]
+            tied = list(g.loc[g["cost"] == g["cost"].min(), "entrant"])
+            short.append(text if len(tied) <= 1 or not np.isfinite(g["cost"].min()) else
+                         f"{tied[0]} and {len(tied) - 1} more (tables/winners_{self.tier})")
+        shown["fastest to solve"] = short
+        return shown
 
     def _profile_page(self, fig) -> None:
         F.performance_profiles(fig, self.profiles, self.rankings, self.colour)
@@ -370,17 +461,27 @@ def _page(page: Page, number: int, total: int):
 
 
 def _tables(fig, blocks: list[tuple[str, "pd.DataFrame"]], ncols: int = 1) -> None:
-    """Display frames drawn as matplotlib tables, each under its heading."""
+    """Display frames drawn as matplotlib tables, each under its heading. Text longer than
+    TABLE_CHARS (entrant labels, ties of several) is wrapped and its row made taller: the
+    columns are as wide as their longest text, and a long label pushed the columns after
+    it off the page."""
     axes = fig.subplots(-(-len(blocks) // ncols), ncols, squeeze=False).ravel()
     for ax, (heading, frame) in zip(axes, blocks):
         ax.axis("off")
         ax.set_title(heading, loc="left", fontsize=10.5, weight="bold")
-        table = ax.table(cellText=frame.to_numpy(), colLabels=list(frame.columns),
+        text = [[F.wrap(str(v), TABLE_CHARS) for v in row] for row in frame.to_numpy()]
+        table = ax.table(cellText=text, colLabels=list(frame.columns),
                          loc="upper left", cellLoc="right", colLoc="right")
         table.auto_set_font_size(False)
         table.set_fontsize(9)
         table.auto_set_column_width(list(range(len(frame.columns))))
         table.scale(1, 1.25)
+        for row, cells in enumerate(text, start=1):
+            lines = max(v.count("\n") + 1 for v in cells)
+            if lines > 1:
+                for col in range(len(frame.columns)):
+                    cell = table[row, col]
+                    cell.set_height(cell.get_height() * lines)
         for (row, col), cell in table.get_celld().items():
             cell.set_edgecolor("0.8")
             if row == 0:
@@ -390,6 +491,26 @@ def _tables(fig, blocks: list[tuple[str, "pd.DataFrame"]], ncols: int = 1) -> No
                 cell._loc = "left"
     for ax in axes[len(blocks):]:
         ax.remove()
+
+
+def _table_chunks(groups: list) -> list[list]:
+    """Problems' tables per page: TABLES_PER_PAGE at most, and no more than TABLE_LINES of
+    text (wrapped labels make rows taller)."""
+    chunks, lines = [[]], 0
+    for group in groups:
+        n = _lines(T.problem_display(group[1])) + 2  # and its heading
+        if chunks[-1] and (len(chunks[-1]) == TABLES_PER_PAGE or lines + n > TABLE_LINES):
+            chunks.append([])
+            lines = 0
+        chunks[-1].append(group)
+        lines += n
+    return chunks if chunks[0] else []
+
+
+def _lines(frame: pd.DataFrame) -> int:
+    """Text lines of a table as `_tables` draws it: the header and each row's tallest cell."""
+    return 1 + sum(max(F.wrap(str(v), TABLE_CHARS).count("\n") + 1 for v in row)
+                   for row in frame.to_numpy())
 
 
 def _text_block(fig, x: float, y: float, width: float, lines: list[str]) -> None:

@@ -8,6 +8,7 @@ Every renderer puts its legend outside the axes, so that it never covers data.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 from optbench.report.data import POINTS, PROBLEM, TAU_MAX, problem_label
 
 FONT = 9  # tick labels and legends; titles one point larger
+# Entrant labels ("sgd(momentum=0.9, nesterov=True)") are wrapped at this many characters
+# in legends, titles and tick labels: a legend as wide as its longest label took the width
+# of the panels beside it.
+LABEL_CHARS = 24
 MAX_COLUMNS = 3  # panels per row
 POINT_COLOURS = "plasma_r"  # gradient-flow training points: early light, late dark
 
@@ -44,7 +49,9 @@ def panels(fig, n: int, sharey: bool = False) -> list:
 
 def _info(table: pd.DataFrame, problem: tuple) -> pd.Series:
     """A problem's metric, direction, baseline and threshold, from a `problem_table`."""
-    return table.set_index(PROBLEM).loc[problem].iloc[0]
+    # .loc[[key]] is a frame whatever the number of rows; .loc[key] of a problem with one
+    # entrant is that row as a Series, whose first item is a string.
+    return table.set_index(PROBLEM).loc[[problem]].iloc[0]
 
 
 def _reference_lines(ax, r: pd.Series) -> list:
@@ -74,10 +81,15 @@ def _metric_axis(ax, info: pd.Series, values: np.ndarray) -> tuple[float, float]
     return lims
 
 
+def wrap(label: str, width: int = LABEL_CHARS) -> str:
+    """`label` on lines of at most `width` characters, broken after commas and spaces."""
+    return "\n".join(textwrap.wrap(label, width, break_long_words=False)) or label
+
+
 def _legend(fig, handles: list, labels: list, title: str | None = None) -> None:
     # Figure-level, outside every axes ("outside" locations need a constrained layout).
-    fig.legend(handles, labels, loc="outside right upper", fontsize=FONT, title=title,
-               title_fontsize=FONT, frameon=False)
+    fig.legend(handles, [wrap(x) for x in labels], loc="outside right upper", fontsize=FONT,
+               title=title, title_fontsize=FONT, frameon=False)
 
 
 def _dedupe(handles_labels: list[tuple], order: dict | None = None) -> tuple[list, list]:
@@ -158,7 +170,7 @@ def success_heatmap(fig, rates: pd.DataFrame, counts: pd.DataFrame) -> None:
         ax.text(j, i, text, ha="center", va="center", fontsize=FONT + 1,
                 color="white" if dark else "black")
     ax.set_xticks(range(len(rates.columns)), rates.columns, fontsize=FONT)
-    ax.set_yticks(range(len(rates.index)), rates.index, fontsize=FONT)
+    ax.set_yticks(range(len(rates.index)), [wrap(x) for x in rates.index], fontsize=FONT)
     ax.set_xlabel("model and sequence length T", fontsize=FONT)
     ax.set_ylabel("optimizer (tuned lr)", fontsize=FONT)
     bar = fig.colorbar(image, ax=ax, shrink=0.8)
@@ -183,7 +195,8 @@ def grad_flow(fig, flow: pd.DataFrame, entrants: list[str], lrs: dict[str, float
             line, = ax.plot(p["t"], np.where(norm > 0, norm, np.nan), color=tone[point], lw=1.4)
             found.append((line, point))
         ax.set_yscale("log")
-        ax.set_title(f"{entrant} (lr {lrs[entrant]:.3g})", fontsize=FONT + 1)
+        ax.set_title(wrap(f"{entrant} (lr {lrs[entrant]:.3g})", 2 * LABEL_CHARS),
+                     fontsize=FONT + 1)
         ax.set_xlabel("time step t", fontsize=FONT)
         ax.grid(alpha=0.3, which="major")
     if len(positive):
@@ -201,19 +214,21 @@ LINE_STYLES = ("-", "--", "-.", ":")
 
 def performance_profiles(fig, curves: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame],
                          colour: dict) -> None:
-    """A panel per tier: rho_s(tau) against tau (log2 x); each panel's legend, below it,
-    gives the scores. Overlapping steps stay visible: every entrant has its own line style,
-    and the first ones are drawn wider, underneath."""
+    """A panel per tier: rho_s(tau) against tau (log2 x); one legend beside them gives each
+    entrant's score in every tier (one legend per panel, below it, squeezed the panels once
+    labels were long). Overlapping steps stay visible: every entrant has its own line
+    style, and the first ones are drawn wider, underneath."""
     axes = panels(fig, len(curves), sharey=True)
     names = list(colour)
+    score = {tier: scores[tier].set_index("entrant")["score"] for tier in curves}
+    found = {}
     for ax, (tier, c) in zip(axes, curves.items()):
-        score = scores[tier].set_index("entrant")["score"]
         for entrant in [n for n in names if n in set(c["entrant"])]:
             e = c[c["entrant"] == entrant]
             i = names.index(entrant)
-            ax.step(e["tau"], e["rho"], where="post", color=colour[entrant],
-                    ls=LINE_STYLES[i % len(LINE_STYLES)], lw=max(1.2, 3.4 - 0.4 * i),
-                    zorder=2 + i, label=f"{entrant}: {score[entrant]:.2f}")
+            found[entrant], = ax.step(
+                e["tau"], e["rho"], where="post", color=colour[entrant],
+                ls=LINE_STYLES[i % len(LINE_STYLES)], lw=max(1.2, 3.4 - 0.4 * i), zorder=2 + i)
         ax.axvline(TAU_MAX, color="0.3", ls=":", lw=1)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(LogLocator(base=2))
@@ -223,8 +238,10 @@ def performance_profiles(fig, curves: dict[str, pd.DataFrame], scores: dict[str,
         ax.set_title(f"tier {tier}", fontsize=FONT + 1)
         ax.set_xlabel("tau: within this factor of the fewest steps to solve", fontsize=FONT)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=FONT, title="optimizer: score", title_fontsize=FONT, frameon=False,
-                  loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3)
+    labels = [f"{e}: " + " / ".join(f"{score[t][e]:.2f}" if e in score[t] else "-"
+                                    for t in curves) for e in found]
+    _legend(fig, list(found.values()), labels,
+            title=f"optimizer: score ({' / '.join(curves)})")
     axes[0].set_ylabel("share of problems solved within tau", fontsize=FONT)
 
 

@@ -79,11 +79,22 @@ class Task:
     # -- data ------------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         """One batch from `rng` (a numpy Generator): the training stream."""
+        if not isinstance(rng, np.random.Generator):
+            raise UsageError(f"rng must be a numpy Generator (np.random.default_rng(seed)); "
+                             f"got {type(rng).__name__} {rng!r:.40}")
         length = self.check_length(length)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer; got {batch_size!r}")
+        self._check_memory(int(batch_size), length)
         return self._sample(rng, int(batch_size), length)
+
+    def _check_memory(self, batch_size: int, length: int) -> None:
+        from optbench import cost, machine
+
+        machine.check_memory(cost.batch_bytes(self, batch_size, self.steps(length)),
+                             f"a batch of {batch_size:,} {self.name} sequences of length "
+                             f"{length:,}")
 
     def _sample(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         raise NotImplementedError
@@ -96,7 +107,9 @@ class Task:
         if split not in SPLITS:
             raise UsageError(f"split {split!r} unknown; allowed: {', '.join(SPLITS)}")
         stream = streams(seed)[1 + SPLITS.index(split)]
-        return self._held_out(stream, self.check_length(length), split)
+        length = self.check_length(length)
+        self._check_memory(self.val_size if split == "val" else self.test_size, length)
+        return self._held_out(stream, length, split)
 
     def _held_out(self, stream: np.random.SeedSequence, length: int, split: str) -> Batch:
         size = self.val_size if split == "val" else self.test_size
@@ -132,6 +145,18 @@ class Task:
     def solved(self, metric: float, length: int) -> bool:
         """True when the metric counts as solved at this length (see each task)."""
         raise NotImplementedError
+
+    def threshold(self, length: int) -> float | None:
+        """The metric value at which `solved` flips, found by bisection between the
+        memoryless baseline (unsolved) and a perfect score (0 for a loss, 1 for accuracy), so
+        that a report never restates a task's rule. None if the rule is not monotone there."""
+        lo, hi = self.baseline(length), 1.0 if self.higher_is_better else 0.0
+        if self.solved(lo, length) or not self.solved(hi, length):
+            return None
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if self.solved(mid, length) else (mid, hi)
+        return hi
 
     def __repr__(self) -> str:
         return f"<task {self.name}: {self.loss} loss, {self.metric_name} metric, head {self.head}>"
