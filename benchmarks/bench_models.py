@@ -49,3 +49,24 @@ class RunCell:
 
     def time_run_cell(self):
         self.run_cell(SMALL_CELL)
+
+
+class LockstepStep:
+    """One lockstep training step of K LSTM(32) models on the CPU (T = 25, batch 32: the
+    `quick` preset's shape; forward, BPTT, per-model clipping and the (K, P) Adam step),
+    beside which K separate models' steps show what grouping buys
+    (`python -m optbench kernels --section lockstep` times both against torch)."""
+
+    params = [[1, 16]]
+    param_names = ["models"]
+
+    def setup(self, models):
+        import numpy as np
+
+        from optbench.lockstep.bench import _lockstep
+
+        self.step = _lockstep("cpu", "lstm", 32, 25, 32, 2, models, np.random.default_rng(0))
+        self.step()  # compile or load from the cache: kept out of the figures
+
+    def time_lockstep_step(self, models):
+        self.step()

@@ -7,6 +7,10 @@ in the same process).
 with `--section batched`, K models of P parameters stepped as one (K, P) array against K
 separate 1-D steps (issue 8; P defaults to the seed LSTM's parameter count).
 
+with `--section lockstep` (not part of `all`), training steps of K models of one shape in
+lockstep against K separate models and torch (optbench.lockstep.bench; `--model` sets the
+shape, default lstm:64:100:32:2, `--lockstep-models` the K values).
+
 For every optimizer x backend x size it reports time per step (the median over --repeat
 samples, each sample timing enough back-to-back steps to last a few milliseconds), Gparam/s,
 GB/s of useful traffic (the optimizer's bytes per parameter: read p, g and each state slot,
@@ -30,7 +34,7 @@ SIZE_RANGE = (4, 30)  # powers of two
 MIN_SAMPLE_S = 2e-3  # one timing sample runs the step at least this long
 
 
-SECTIONS = ("optimizers", "models", "batched", "all")
+SECTIONS = ("optimizers", "models", "batched", "lockstep", "all")
 DEFAULT_BATCH_MODELS = (1, 8, 64)
 
 
@@ -65,6 +69,9 @@ def configure(parser) -> None:
     parser.add_argument("--batch-params", type=int, default=None,
                         help="batched section: parameters per model P (default: the seed "
                         "LSTM's)")
+    parser.add_argument("--lockstep-models", default=None, metavar="K,K,...",
+                        help="lockstep section: model counts K (default: 1,4,16 on the cpu, "
+                        "1,16,64,256 with cuda)")
     parser.add_argument("--simulator", action="store_true",
                         help="accept backend cuda under NUMBA_ENABLE_CUDASIM=1, to try the "
                         "report's plumbing (its timings mean nothing)")
@@ -128,6 +135,29 @@ def _parse_batch(args) -> tuple[tuple[int, ...], int]:
     if not 1 <= size <= 1 << 26:
         raise UsageError(f"--batch-params {size}: must be between 1 and {1 << 26}")
     return ks, size
+
+
+def _parse_lockstep(args, backends) -> tuple:
+    """The lockstep section's (shape, model counts or None for the defaults, devices)."""
+    from optbench.errors import UsageError
+    from optbench.lockstep.bench import DEFAULT_CONFIG
+    from optbench.nn import bench
+
+    config = bench.parse_config(args.models[0]) if args.models else DEFAULT_CONFIG
+    if args.models and len(args.models) > 1 and args.section == "lockstep":
+        raise UsageError("the lockstep section times one --model shape at a time")
+    ks = None
+    if args.lockstep_models is not None:
+        try:
+            ks = tuple(int(s) for s in args.lockstep_models.split(","))
+        except ValueError:
+            raise UsageError(f"--lockstep-models {args.lockstep_models!r}: give model counts "
+                             "as integers, e.g. 1,16,64") from None
+        if not ks or min(ks) < 1 or max(ks) > 4096:
+            raise UsageError(f"--lockstep-models {args.lockstep_models!r}: each must be "
+                             "between 1 and 4096")
+    devices = tuple(b for b in backends if b in ("cpu", "cuda"))
+    return config, ks, devices
 
 
 def seed_lstm_params() -> int:
@@ -295,6 +325,7 @@ def run(args) -> int:
     names, backends, sizes = _parse(args)
     models = _parse_models(args)
     batch = _parse_batch(args)
+    lockstep = _parse_lockstep(args, backends)
     torch = None if args.no_torch else _import_torch()
     if torch is not None:
         torch.set_num_threads(numba.get_num_threads())
@@ -312,6 +343,10 @@ def run(args) -> int:
             report["model_start_s"] = start_times()
     if args.section in ("batched", "all"):
         report["batched"] = _batched(args, names, backends, *batch, report)
+    if args.section == "lockstep":  # not in "all": it trains up to hundreds of models
+        from optbench.lockstep.bench import bench_lockstep
+
+        report["lockstep"] = bench_lockstep(*lockstep, repeat=args.repeat, torch=torch)
     report["env"]["load_average_1min"] = load  # other processes' load skews every figure
     report["env"]["cuda_simulator"] = "cuda" in backends and not _real_gpu()
     if torch is not None:
@@ -486,6 +521,10 @@ def _text(report: dict) -> str:
         lines += ["", *_text_optimizers(report)]
     if "batched" in report:
         lines += ["", *_text_batched(report["batched"])]
+    if "lockstep" in report:
+        from optbench.lockstep.bench import format_rows as lockstep_rows
+
+        lines += ["", *lockstep_rows(report["lockstep"])]
     if "models" in report:
         from optbench.nn.bench import format_rows, format_starts
 

@@ -3,6 +3,7 @@
     python -m optbench run [PRESET | --config FILE] [--out DIR] [--workers N] [--threads N]
                            [--scheduler ADDRESS | --dask-local N] [--quiet] [--dry-run]
                            [--plugin FILE_OR_MODULE ...]
+                           [--engine lockstep [--device cpu|cuda] [--group-size N]]
 
 With no arguments it runs the `quick` preset into `results/` (the store is
 `results/optbench.sqlite`; read it with `optbench.load("results")`), on as many worker
@@ -48,6 +49,14 @@ def configure(parser) -> None:
                       help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://...)")
     dask.add_argument("--dask-local", metavar="N", type=_int,
                       help="start a Dask LocalCluster of N worker processes and run on it")
+    parser.add_argument("--engine", metavar="ENGINE", default=None,
+                        help="cells (default: one cell at a time per worker) or lockstep "
+                        "(many cells of one shape per pass; optbench.lockstep)")
+    parser.add_argument("--device", metavar="DEVICE", default=None,
+                        help="--engine lockstep: cpu (default) or cuda")
+    parser.add_argument("--group-size", metavar="N", type=_int, default=None,
+                        help="--engine lockstep: cells per group at most (default: 32 on "
+                        "the cpu, 256 on cuda)")
     parser.add_argument("--quiet", action="store_true",
                         help="one log line per finished cell instead of the progress bar")
     parser.add_argument("--dry-run", action="store_true",
@@ -79,7 +88,12 @@ def run(args) -> int:
     _check_counts(args)
     finished = _finished(args.out)
     todo = [cell for cell in m.cells if cell.key not in finished]
-    executor, how = _executor(args, todo)
+    lockstep = None
+    if args.engine is not None or args.device is not None or args.group_size is not None:
+        from optbench.lockstep.executor import executor_for
+
+        lockstep = executor_for(args)  # None: --engine cells
+    executor, how = (lockstep, lockstep.name) if lockstep else _executor(args, todo)
 
     with ExitStack() as stack:
         if args.scheduler and not args.dry_run:  # out of reach: refused before anything

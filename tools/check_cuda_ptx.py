@@ -1,5 +1,5 @@
-"""Compile every CUDA kernel of optbench.optim to PTX, without a GPU, and check the step
-kernels do all their arithmetic in float32.
+"""Compile every CUDA kernel of optbench.optim and optbench.lockstep to PTX, without a GPU,
+and check the step kernels do all their arithmetic in float32.
 
 The CUDA simulator runs the kernels as Python, so it never checks that Numba can compile
 them; this does. It needs NVVM and NVRTC (no driver, no GPU):
@@ -22,7 +22,10 @@ Without NVVM, `--ir` runs Numba's own part only: it types every kernel for a rea
 CUDA target lacks, a float64 promotion) but not NVVM's own errors. tests/test_cuda_ir.py
 runs it for Adam and SGD.
 
-    python tools/check_cuda_ptx.py --ir [--optimizers adam,sgd]
+    python tools/check_cuda_ptx.py --ir [--optimizers adam,sgd] [--only optim|lockstep]
+
+The lockstep engine's kernels (training step and evaluation of LSTM, GRU and RNN, both
+heads and both losses) are checked the same way, all of them float32 throughout.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ def main() -> int:
                         help="comma-separated optimizers (default: all registered)")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                         help="load a plugin first, so its optimizers are checked too")
+    parser.add_argument("--only", choices=("optim", "lockstep"), default=None,
+                        help="only the optimizer and clipping kernels, or only the lockstep "
+                        "engine's (default: both)")
     args = parser.parse_args()
     cc = tuple(int(x) for x in args.cc.split("."))
     only = set(args.optimizers.split(",")) if args.optimizers else None
@@ -93,6 +99,13 @@ def main() -> int:
         print(f"{'FAIL' if bad else 'ok  '}  {label}: {len(ptx.splitlines())} {unit} lines, "
               f"{f64} with{f64_mark}" + (_resources(ptxas, ptx, cc) if ptxas else ""))
 
+    if args.only != "optim":
+        for label, kernel, sig in lockstep_kernels():
+            check(label, kernel.py_func, sig)
+    if args.only == "lockstep":
+        print(f"all kernels compile to {unit}, float32 throughout" if not failures
+              else f"{failures} kernel(s) failed")
+        return 1 if failures else 0
     per_thread = tuning.CUDA_ELEMENTS_PER_THREAD
     for name in optim.names():
         if only is not None and name not in only:
@@ -118,6 +131,47 @@ def main() -> int:
     print(f"all kernels compile to {unit}, float32 throughout the steps" if not failures
           else f"{failures} kernel(s) failed")
     return 1 if failures else 0
+
+
+def lockstep_kernels():
+    """(label, kernel, signature) of every kernel of optbench.lockstep.cuda_kernels, for
+    each cell kind with the head on the last step and MSE, and on every step with
+    cross-entropy (the two loss kernels, both head paths), at the launch shapes the engine
+    picks for H = 64 (`standard`'s models), batches of 32 and evaluation sets of 512."""
+    from numba import types
+
+    from optbench.lockstep import cuda_kernels as ck
+    from optbench.lockstep.cuda import launch_shape
+
+    f32, i64 = types.float32, types.int64
+
+    def arr(dims, dtype=f32):
+        return types.Array(dtype, dims, "C")
+
+    out = []
+    for kind, name in enumerate(("lstm", "gru", "rnn")):
+        for every, xent, outputs in ((False, False, 1), (True, True, 9)):
+            inputs = 10 if xent else 2
+            seq, groups = launch_shape(64, inputs, 32, kind)
+            k = ck.kernels(kind, 64, inputs, outputs, every, xent, seq, groups)
+            # evaluation: the forward pass at its own launch shape (512 sequences)
+            evaluation = ck.kernels(kind, 64, inputs, outputs, every, xent,
+                                    *launch_shape(64, inputs, 512, kind, training=False))
+            sigs = {
+                "pack": (arr(2), arr(3), i64),
+                "forward": (arr(4), arr(3), arr(2), arr(4), arr(4), arr(4), arr(4)),
+                "predict": (arr(4), arr(3), arr(2), arr(4), arr(4), arr(4), arr(4)),
+                "loss_terms": (arr(4), arr(4), arr(3, i64), arr(3), arr(1), arr(4), arr(2)),
+                "reduce_rows": (arr(2), i64, arr(1)),
+                "backward": (arr(2), arr(4), arr(4), arr(4), arr(4), arr(3)),
+                "weight_grads": (arr(4), arr(4), arr(4), arr(2)),
+                "head_grads": (arr(4), arr(4), arr(2)),
+            }
+            what = f"{'every' if every else 'last'}, {'xent' if xent else 'mse'}"
+            for kernel, sig in sigs.items():
+                source = evaluation if kernel == "predict" else k
+                out.append((f"lockstep {name} ({what}) {kernel}", getattr(source, kernel), sig))
+    return out
 
 
 def _beside_nvvm(tool: str) -> str | None:

@@ -1,8 +1,28 @@
-"""Issue 8's GPU checks and benchmarks in one go, ending in one compact table.
+"""Issue 8's GPU checks and benchmarks in one go, ending in one compact table; with
+--lockstep, the lockstep engine's instead.
 
     python tools/gpu_check.py              # on a GPU machine, from the repository root: ~3-5 min
     python tools/gpu_check.py --simulate   # anywhere: NUMBA_ENABLE_CUDASIM=1, tiny sizes, a
                                            # subset of the tests: tries the plumbing only
+    python tools/gpu_check.py --lockstep   # the lockstep engine on the card: under 10 min
+    python tools/gpu_check.py --lockstep --simulate
+
+--lockstep stages (each its own subprocess and time limit, 570 s in all):
+
+L1. lockstep-tests  the lockstep CUDA tests on the card (the kernels against the CPU backend
+           within the derived rounding bound, a group trained on "cuda").
+L2. lockstep `python -m optbench kernels --section lockstep --backends cuda`: LSTM(64),
+           T = 100, B = 32 at K = 1, 16, 64, 128, 256 models: the engine's kernels against
+           K models one by one on the same kernels, cuDNN model by model and torch.func vmap
+           over stacked models (when torch with CUDA is installed), CUDA events. Target:
+           K = 128 at >= 10x cuDNN model by model.
+L3. standard `python -m optbench run standard --engine lockstep --device cuda` into
+           results/gpu_check_standard/ for what is left of the limit, then Ctrl-C; rerun
+           the same command to go on (the store resumes; the elapsed time adds up in
+           results/gpu_check_standard/elapsed.json). The table gives the cells done, the
+           time so far and, until all are done, an upper bound for the whole run (the cells
+           left at their full step budget, at the rate of the cells done). Target: the
+           whole `standard` preset (1,890 cells) in under 30 minutes.
 
 Stages, each a subprocess with its own time limit (a hang cannot eat the session):
 
@@ -38,6 +58,7 @@ import glob
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,12 +83,38 @@ PLAN = {
                tests_k="matches_the_host or (equals_the_1d_cuda_kernel and adam)",
                limits=dict(tests=400, sweep=120, kernels=120, batched=120)),
 }
+# The --lockstep stages: the model shape and K of the benchmark, the matrix of the
+# end-to-end run (a preset, or under --simulate a tiny TOML), the tests to run, the limits.
+LOCKSTEP_TESTS = ["tests/test_lockstep_cuda.py"]
+LOCKSTEP = {
+    False: dict(model="lstm:64:100:32:2", models="1,16,64,128,256", repeat=10,
+                matrix=["standard"], tests_k=None,
+                limits={"lockstep-tests": 120, "lockstep": 150, "standard": 300}),
+    True: dict(model="lstm:4:3:2:2", models="1,2", repeat=1, matrix=None,
+               tests_k="lstm-last-mse",
+               limits={"lockstep-tests": 300, "lockstep": 200, "standard": 300}),
+}
+STANDARD_OUT = ROOT / "results" / "gpu_check_standard"
+SIMULATED_MATRIX = """
+name = "gpu-check-tiny"
+tasks = ["adding"]
+lengths = [3]
+hidden = [2]
+optimizers = ["adam", "sgd"]
+seeds = 1
+steps = 2
+eval_every = 1
+batch_size = 2
+tiers = ["defaults"]
+"""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--simulate", action="store_true",
                         help="run under NUMBA_ENABLE_CUDASIM=1 at tiny sizes (plumbing only)")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="the lockstep engine's stages instead (see the docstring)")
     parser.add_argument("--sweep", action="store_true", help=argparse.SUPPRESS)  # stage 2
     args = parser.parse_args()
     plan = PLAN[args.simulate]
@@ -75,6 +122,8 @@ def main() -> int:
         print(json.dumps(sweep(plan)))
         return 0
     env = environment(args.simulate)
+    if args.lockstep:
+        return lockstep(env, args.simulate)
     results, failed = {}, []
     t0 = time.perf_counter()
 
@@ -112,6 +161,142 @@ def main() -> int:
                                 "--backends", "cpu,cuda", "--no-torch", *batch], json.loads)
     print(table(results, failed, args.simulate, time.perf_counter() - t0))
     return 1 if failed else 0
+
+
+def lockstep(env: dict, simulate: bool) -> int:
+    """The --lockstep stages (module docstring) and their table."""
+    plan = LOCKSTEP[simulate]
+    results, failed = {}, []
+    t0 = time.perf_counter()
+
+    def stage(name, cmd, parse=None):
+        start = time.perf_counter()
+        try:
+            out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=plan["limits"][name], check=False)
+        except subprocess.TimeoutExpired as exc:
+            failed.append(f"{name}: timed out after {plan['limits'][name]} s")
+            print(f"[{name}] TIMEOUT\n{(exc.stdout or '')[-3000:]}", flush=True)
+            return
+        print(f"[{name}] exit {out.returncode} in {time.perf_counter() - start:.0f} s",
+              flush=True)
+        if out.returncode:
+            failed.append(f"{name}: exit {out.returncode}")
+            print(out.stdout[-4000:] + out.stderr[-4000:], flush=True)
+            return
+        results[name] = parse(out.stdout) if parse else out.stdout
+
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOCKSTEP_TESTS]
+    stage("lockstep-tests", tests + (["-k", plan["tests_k"]] if plan["tests_k"] else []),
+          lambda out: out.strip().splitlines()[-1])
+    stage("lockstep", [sys.executable, "-m", "optbench", "kernels", "--section", "lockstep",
+                       "--backends", "cuda", "--model", plan["model"], "--lockstep-models",
+                       plan["models"], "--repeat", str(plan["repeat"]), "--json"]
+          + (["--simulator", "--no-torch"] if simulate else []), json.loads)
+    try:
+        results["standard"] = standard(env, plan, simulate)
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        failed.append(f"standard: {type(exc).__name__}: {exc}")  # the table still comes out
+    print(lockstep_table(results, failed, simulate, time.perf_counter() - t0))
+    return 1 if failed else 0
+
+
+def standard(env: dict, plan: dict, simulate: bool) -> dict:
+    """Stage L3: run the matrix on the lockstep engine for at most the stage's limit (then
+    Ctrl-C: the store keeps every finished cell), and sum up the store."""
+    import signal
+
+    out = STANDARD_OUT.with_name("gpu_check_simulated") if simulate else STANDARD_OUT
+    if simulate:  # plumbing only: start afresh each time
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    matrix = plan["matrix"]
+    if matrix is None:
+        config = out / "tiny.toml"
+        config.write_text(SIMULATED_MATRIX)
+        matrix = ["--config", str(config)]
+    cmd = [sys.executable, "-m", "optbench", "run", *matrix, "--engine", "lockstep",
+           "--device", "cuda", "--out", str(out), "--quiet", "--no-report"]
+    limit = plan["limits"]["standard"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    seconds = time.perf_counter() - start
+    print(f"[standard] exit {proc.returncode} after {seconds:.0f} s", flush=True)
+    if proc.returncode not in (0, 130):
+        raise RuntimeError(f"run exited {proc.returncode}: {stderr[-2000:]}")
+    ledger = out / "elapsed.json"
+    past = json.loads(ledger.read_text()) if ledger.exists() else {"seconds": 0.0, "runs": 0}
+    past = {"seconds": past["seconds"] + seconds, "runs": past["runs"] + 1}
+    ledger.write_text(json.dumps(past))
+    return {**past, **summarize(out, matrix), "this_run_s": seconds}
+
+
+def summarize(directory, matrix) -> dict:
+    """Cells done and, for the rest, an upper bound of their time: their full step budgets
+    times their sequence lengths, at the seconds per (step x time step) of the cells done
+    (each cell's `total_s`: its share of its group's time)."""
+    from optbench import matrix as mx
+    from optbench import tasks
+    from optbench.store import load
+
+    m = mx.from_preset(matrix[0]) if matrix[0] != "--config" else mx.from_toml(matrix[1])
+    cells = load(str(directory), m.name).cells
+    done = cells[cells["outcome"].notna()]
+    todo = [c for c in m.cells if c.key not in set(done["key"])]
+
+    def steps_of(task, length):
+        return tasks.get(task).steps(int(length))
+
+    work_done = sum(r.steps_run * steps_of(r.task, r.length) for r in done.itertuples())
+    spent = float(done["total_s"].sum())
+    left = sum(c.steps * steps_of(c.task, c.length) for c in todo)
+    rate = spent / work_done if work_done else None
+    return {"cells": len(m.cells), "done": len(done), "cells_s": spent,
+            "left_upper_s": None if rate is None else rate * left,
+            "outcomes": done["outcome"].value_counts().to_dict()}
+
+
+def lockstep_table(results: dict, failed: list, simulate: bool, seconds: float) -> str:
+    lines = ["", "=" * 78, "lockstep engine" + ("   *** CUDA SIMULATOR: timings mean nothing ***"
+                                                if simulate else "")]
+    lines.append(f"lockstep cuda tests: {results.get('lockstep-tests', 'not run')}")
+    rows = (results.get("lockstep") or {}).get("lockstep") or []
+    if rows:
+        from optbench.lockstep.bench import format_rows
+
+        lines += ["", *format_rows(rows)]
+        target = next((r for r in rows if r["K"] == 128), None)
+        if target is not None:
+            vs = target["lockstep_speedup"].get("cudnn")
+            lines.append("target, K = 128: >= 10x cuDNN model by model: "
+                         + ("no torch on the GPU" if vs is None
+                            else f"{vs:.1f}x {'PASS' if vs >= 10 else 'FAIL'}"))
+    st = results.get("standard")
+    if st:
+        if st["done"] == st["cells"]:
+            state = "all done"
+        elif st["left_upper_s"] is None:
+            state = "no cell done yet"
+        else:
+            bound = (st["seconds"] + st["left_upper_s"]) / 60
+            state = f"upper bound for the whole run {bound:.0f} min"
+        lines += ["", (f"end to end: {st['done']} of {st['cells']} cells in {st['seconds']:.0f} s "
+                       f"over {st['runs']} run(s) ({state}); outcomes {st['outcomes']}")]
+        if st["done"] == st["cells"] and not simulate:
+            lines.append(f"target: the whole matrix in under 30 min: {st['seconds'] / 60:.1f} min "
+                         f"{'PASS' if st['seconds'] < 1800 else 'FAIL'}")
+        elif st["done"] < st["cells"]:
+            lines.append("rerun `python tools/gpu_check.py --lockstep` to go on (the store "
+                         "resumes)")
+    status = "FAILED: " + "; ".join(failed) if failed else "all stages ran"
+    lines += ["", f"{status} ({seconds:.0f} s)"]
+    return "\n".join(lines)
 
 
 def environment(simulate: bool) -> dict:

@@ -52,6 +52,11 @@ class CellSpec:
     hh_blocks: tuple[int, ...]  # block fed by gate g's recurrent rows and bias_hh
     forward: Callable
     backward: Callable
+    # The same passes over one range of batch rows on the calling thread (`forward` and
+    # `backward` run one range per thread): what runs a whole model per thread when many
+    # models train at once (optbench.lockstep).
+    forward_rows: Callable | None = None
+    backward_rows: Callable | None = None
     cell_state: bool = False  # LSTM: keeps c_t
     reference: str = ""
     # The activation (_gemm.STORE for none, SIGMOID, TANH) that the forward product
@@ -172,6 +177,36 @@ def dh_step(last, direct, carried, dy_t, headt_data, headt_pk, g_next, bwd_data,
         mm(g_next, 0, bwd_data, bwd_pk, dh, 0, lo, hi, direct or carried)
 
 
+@kernel
+def gate_grads(norms, hidden, hp, ih_blocks, hh_blocks, dwt, profile, gw_ih, gw_hh, gb_ih,
+               gb_hh):
+    """The gates' parameter gradients read back from dWcat^T through the block map, and
+    `profile[t]` = the batch mean of norms[:, t] (grad_norm_per_step)."""
+    batch, steps = norms.shape
+    for gate in range(ih_blocks.size):
+        rows = slice(gate * hidden, (gate + 1) * hidden)
+        ci = ih_blocks[gate] * hp
+        ch = hh_blocks[gate] * hp
+        gw_ih[rows] = dwt[hidden + 1:hidden + 1 + gw_ih.shape[1], ci:ci + hidden].T
+        gw_hh[rows] = dwt[:hidden, ch:ch + hidden].T
+        gb_ih[rows] = dwt[hidden, ci:ci + hidden]
+        gb_hh[rows] = dwt[hidden, ch:ch + hidden]
+    profile[:] = 0
+    for b in range(batch):
+        for t in range(steps):
+            profile[t] += norms[b, t]
+    profile /= batch
+
+
+@kernel
+def head_grads(dym, zhead, hidden, dwhead, ghead_w, ghead_b):
+    """The head's gradient dym^T zhead (BLAS; small): dY and the [h_t | 1] rows of the
+    steps that have an output, row for row. Call it outside parallel regions (`gemm`)."""
+    gemm(True, dym, zhead, 0.0, dwhead)
+    ghead_w[:] = dwhead[:, :hidden]
+    ghead_b[:] = dwhead[:, hidden]
+
+
 @kernel(parallel=True)
 def weight_grads(gm, zm, dym, zhead, norms, hidden, hp, ih_blocks, hh_blocks, panels, dwt,
                  dwhead, profile, gw_ih, gw_hh, gb_ih, gb_hh, ghead_w, ghead_b):
@@ -181,27 +216,10 @@ def weight_grads(gm, zm, dym, zhead, norms, hidden, hp, ih_blocks, hh_blocks, pa
     past the last step are zero). dWcat^T[rows of Z, blocks] = sum over the pairs of
     Z^T G: thread i computes the column panels `panels[i]` (rows: panel, first and last
     row of Z that its block uses; padded with empty rows). Threads own disjoint columns,
-    so there is no reduction. The head's gradient is dym^T zhead (BLAS; small): dY and
-    the [h_t | 1] rows of the steps that have an output, row for row. Both are then read
-    back into the torch-layout gradient views through the block map. `profile[t]` = the
-    batch mean of norms[:, t] (grad_norm_per_step).
+    so there is no reduction. Then `head_grads` and `gate_grads`.
     """
-    batch, steps = norms.shape
     for i in prange(panels.shape[0]):
         mm_tn(zm, gm, dwt, panels[i], KC)
-    gemm(True, dym, zhead, 0.0, dwhead)
-    for gate in range(ih_blocks.size):
-        rows = slice(gate * hidden, (gate + 1) * hidden)
-        ci = ih_blocks[gate] * hp
-        ch = hh_blocks[gate] * hp
-        gw_ih[rows] = dwt[hidden + 1:hidden + 1 + gw_ih.shape[1], ci:ci + hidden].T
-        gw_hh[rows] = dwt[:hidden, ch:ch + hidden].T
-        gb_ih[rows] = dwt[hidden, ci:ci + hidden]
-        gb_hh[rows] = dwt[hidden, ch:ch + hidden]
-    ghead_w[:] = dwhead[:, :hidden]
-    ghead_b[:] = dwhead[:, hidden]
-    profile[:] = 0
-    for b in range(batch):
-        for t in range(steps):
-            profile[t] += norms[b, t]
-    profile /= batch
+    head_grads(dym, zhead, hidden, dwhead, ghead_w, ghead_b)
+    gate_grads(norms, hidden, hp, ih_blocks, hh_blocks, dwt, profile, gw_ih, gw_hh, gb_ih,
+               gb_hh)

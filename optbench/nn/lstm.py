@@ -176,49 +176,68 @@ def _cell_backward(typingctx, rows, dh, g, hp, c0, c1, dc, norms, t):
     return sig, codegen
 
 
+@kernel
+def lstm_forward_rows(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden,
+                      hp, every):
+    """Forward over x (B, T, I) for batch rows rows[0] .. rows[1]-1, on the calling thread.
+    Slots are taken modulo the buffers' first dimension: T+1 / T for training (everything
+    kept for BPTT), 2 / 1 when streaming. Writes h_t into z, c_t into c, the activated
+    gates into g, head outputs into y."""
+    steps = x.shape[1]
+    lo, hi = rows[0], rows[1]
+    start_state(z[0], lo, hi, hidden)
+    c[0, lo:hi] = 0
+    for t in range(steps):
+        zt, zn = z[t % z.shape[0]], z[(t + 1) % z.shape[0]]
+        gt = g[t % g.shape[0]]
+        c0, c1 = c[t % c.shape[0]], c[(t + 1) % c.shape[0]]
+        for b in range(lo, hi):
+            for k in range(x.shape[2]):
+                zt[b, hidden + 1 + k] = x[b, t, k]
+        # The product applies the gates' sigmoid / tanh in registers (SPEC.activations).
+        mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
+        _cell_forward(rows, hidden, gt, hp, c0, c1, zn)
+        if every or t == steps - 1:
+            mm(zn, 0, head_data, head_pk, y[t % y.shape[0]], 0, lo, hi, False)
+
+
 @kernel(parallel=True)
 def lstm_forward(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk, rows, hidden,
                  hp, every):
-    """Forward over x (B, T, I). Slots are taken modulo the buffers' first dimension:
-    T+1 / T for training (everything kept for BPTT), 2 / 1 when streaming. Writes
-    h_t into z, c_t into c, the activated gates into g, head outputs into y."""
-    steps = x.shape[1]
+    """`lstm_forward_rows` for each chunk of rows (rows[i] .. rows[i+1]-1), one per thread."""
     for chunk in prange(rows.size - 1):
-        lo, hi = rows[chunk], rows[chunk + 1]
-        start_state(z[0], lo, hi, hidden)
-        c[0, lo:hi] = 0
-        for t in range(steps):
-            zt, zn = z[t % z.shape[0]], z[(t + 1) % z.shape[0]]
-            gt = g[t % g.shape[0]]
-            c0, c1 = c[t % c.shape[0]], c[(t + 1) % c.shape[0]]
-            for b in range(lo, hi):
-                for k in range(x.shape[2]):
-                    zt[b, hidden + 1 + k] = x[b, t, k]
-            # The product applies the gates' sigmoid / tanh in registers (SPEC.activations).
-            mm(zt, 0, cat_data, cat_pk, gt, 0, lo, hi, False)
-            _cell_forward(rows[chunk:chunk + 2], hidden, gt, hp, c0, c1, zn)
-            if every or t == steps - 1:
-                mm(zn, 0, head_data, head_pk, y[t % y.shape[0]], 0, lo, hi, False)
+        lstm_forward_rows(x, z, g, c, y, cat_data, cat_pk, head_data, head_pk,
+                          rows[chunk:chunk + 2], hidden, hp, every)
+
+
+@kernel
+def lstm_backward_rows(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, norms,
+                       rows, hidden, hp, every):
+    """BPTT for batch rows rows[0] .. rows[1]-1, on the calling thread: overwrites g with
+    dL/d(pre-activations) and norms[b, t] with ||dL/dh_t[b]||."""
+    steps = g.shape[0]
+    lo, hi = rows[0], rows[1]
+    dc[lo:hi] = 0
+    for t in range(steps - 1, -1, -1):
+        last = t == steps - 1
+        dh_step(last, every or last, False, dy[t % dy.shape[0]], headt_data, headt_pk,
+                g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
+        _cell_backward(rows, dh, g[t], hp, c[t], c[t + 1], dc, norms, t)
 
 
 @kernel(parallel=True)
 def lstm_backward(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc, norms,
                   rows, hidden, hp, every):
-    """BPTT: overwrites g with dL/d(pre-activations) and norms[b, t] with ||dL/dh_t[b]||."""
-    steps = g.shape[0]
+    """`lstm_backward_rows` for each chunk of rows, one per thread."""
     for chunk in prange(rows.size - 1):
-        lo, hi = rows[chunk], rows[chunk + 1]
-        dc[lo:hi] = 0
-        for t in range(steps - 1, -1, -1):
-            last = t == steps - 1
-            dh_step(last, every or last, False, dy[t % dy.shape[0]], headt_data, headt_pk,
-                    g[min(t + 1, steps - 1)], bwd_data, bwd_pk, dh, lo, hi)
-            _cell_backward(rows[chunk:chunk + 2], dh, g[t], hp, c[t], c[t + 1], dc, norms, t)
+        lstm_backward_rows(z, g, c, dy, bwd_data, bwd_pk, headt_data, headt_pk, dh, dc,
+                           norms, rows[chunk:chunk + 2], hidden, hp, every)
 
 
 SPEC = CellSpec(
     name="lstm", gates=("i", "f", "g", "o"), ih_blocks=(0, 1, 3, 2), hh_blocks=(0, 1, 3, 2),
     forward=lstm_forward, backward=lstm_backward, cell_state=True,
+    forward_rows=lstm_forward_rows, backward_rows=lstm_backward_rows,
     activations=(SIGMOID, SIGMOID, SIGMOID, TANH),
     reference="Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000",
 )
