@@ -21,9 +21,9 @@ def test_a_lockstep_run_stores_what_a_serial_run_stores(tmp_path, capsys):
     assert main([*common, "--out", b, "--engine", "lockstep", "--group-size", "5"]) == 0
     err = capsys.readouterr().err
     assert "to run in lockstep groups of up to 5 cells on the cpu" in err
-    assert err.count("] adding T=8") == CELLS  # progress counts cells
-    assert_same_results(a, b)
     env = load(b).cells["env_json"]
+    assert err.count("] adding T=8") == len(env) >= CELLS  # progress counts cells, every wave's
+    assert_same_results(a, b)
     assert env.str.contains('"engine": "lockstep"').all()
     c = str(tmp_path / "c")  # whole groups on worker processes, one thread each
     assert main([*common, "--out", c, "--engine", "lockstep", "--group-size", "5",
