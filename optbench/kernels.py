@@ -5,7 +5,7 @@ against PyTorch (optbench.nn.bench: forward + BPTT + Adam, GFLOP/s beside an SGE
 in the same process).
 
 with `--section batched`, K models of P parameters stepped as one (K, P) array against K
-separate 1-D steps (issue 8; P defaults to the seed LSTM's parameter count).
+separate 1-D steps (P defaults to the seed LSTM's parameter count).
 
 with `--section lockstep` (not part of `all`), training steps of K models of one shape in
 lockstep against K separate models and torch (optbench.lockstep.bench; `--model` sets the
@@ -94,7 +94,7 @@ def _parse(args):
     try:
         sizes = tuple(int(s) for s in args.sizes.split(","))
     except ValueError:
-        raise UsageError(f"--sizes {args.sizes!r}: give powers of two as integers, e.g. 10,16,26")
+        raise UsageError(f"--sizes {args.sizes!r}: give powers of two as integers, e.g. 10,16,26") from None
     lo, hi = SIZE_RANGE
     if not sizes or any(not lo <= s <= hi for s in sizes):
         raise UsageError(f"--sizes {args.sizes!r}: each must be between {lo} and {hi} (2^N params)")

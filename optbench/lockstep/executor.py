@@ -177,7 +177,9 @@ def _on_processes(groups: list[list[Cell]], workers: int, group_size: int,
                         if f.done() and isinstance(f.exception(), BrokenProcessPool):
                             broken = True
                         elif f.done() and f.exception() is not None:
-                            raise f.exception()
+                            # as is: `from` would replace the worker's traceback, which
+                            # concurrent.futures chains to the exception as its cause
+                            raise f.exception()  # noqa: B904
                     continue
                 if result.key in pending:
                     del pending[result.key]
