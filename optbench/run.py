@@ -226,7 +226,7 @@ def _executor(args, todo):
     return runner.Serial(plan.threads), plan.describe()
 
 
-# Below this much work (optbench.cost units; about 8 s of cells on one core here) worker
+# Below this much work (optbench.cost units; a few seconds of cells on one core) worker
 # processes cost more to start than they save.
 QUICK_WORK = 5e11
 

@@ -7,7 +7,7 @@ What it shows (each row one configuration over the seeds):
 - adding problem at T = 100 (Le et al. 2015; Arjovsky et al. 2016): LSTM + Adam goes far
   below the baseline MSE 1/6; a tanh RNN with plain SGD stays at it. The LSTM + SGD and
   RNN + Adam rows separate the architecture's share from the optimizer's. The last adding
-  row is the issue's PyTorch reference configuration (H = 128, Adam lr 1e-3, clip 1).
+  row is the PyTorch reference configuration (H = 128, Adam lr 1e-3, clip 1).
 - copy memory at a short delay T = 10 (Arjovsky et al. 2016): LSTM + Adam beats the
   memoryless baseline 10 log 8 / (T + 20).
 - temporal order at the paper's length (Hochreiter & Schmidhuber 1997, 6a and 6b).

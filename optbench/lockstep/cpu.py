@@ -20,9 +20,9 @@ pass the same way, one (model, block of sequences) unit at a time.
 
 Everything runs on the calling thread, one parallel region at a time, which is also what
 Numba's workqueue threading layer needs (it aborts on concurrent launches). Drawing the
-next step's batches on the calling thread while a step ran on a helper thread (the
-kernels release the GIL) measured slower on the 2-core development machine: three busy
-threads on two cores (0.81x on 32 LSTM(32) models at T = 50, 0.78x on tiny ones).
+next step's batches on the calling thread while a step runs on a helper thread (the
+kernels release the GIL) would put one busy thread more than there are cores on the
+kernels' team, and a parallel region waits for its slowest thread.
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ from optbench.nn.model import SPREAD, Model, _row_stride, _zeros
 
 KINDS = ("lstm", "gru", "rnn")  # the `kind` index the kernels branch on
 # Clipping and optimizer steps over fewer elements than this run on one thread: they are
-# memory-bound and short, and waking a second thread for them cost more than it saved on
-# the shared 2-core machine (32 x 400 parameters: 3.6 ms to clip on two threads, 86 us on
-# one; 32 x 40,000: 12.6 against 3.3 ms).
+# memory-bound and short, so waking a second thread for them costs more than it saves.
 ONE_THREAD_BELOW = 1 << 20
 EVAL_CHUNK = 256  # sequences per forward pass, as optbench.train scores a set
 

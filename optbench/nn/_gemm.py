@@ -4,11 +4,12 @@ head's small product.
 
 Why not BLAS every time step? A time step multiplies a few batch rows by a fixed weight
 matrix, e.g. (16 x 128) @ (128 x 512) per thread at the seed's configuration. OpenBLAS
-packs the weight matrix again on every call and reaches 40-70 GFLOP/s on such shapes
-(measured here on an AMD EPYC, single thread, ~100 GFLOP/s peak). The weights do not
-change during a pass, so `pack` lays them out once per call in panels of NR columns, and
-`mm` runs an MR x NR register tile over them (`_tile`, written in LLVM vector IR so
-that the accumulators stay in registers): 93-107 GFLOP/s on the same shapes.
+packs the weight matrix again on every call, which on such small products costs about as
+much as the multiply-adds. The weights do not change during a pass, so `pack` lays them
+out once per call in panels of NR columns, and `mm` runs an MR x NR register tile over
+them (`_tile`, written in LLVM vector IR so that the accumulators stay in registers),
+close to the core's peak on the same shapes (`python -m optbench kernels --section
+models` reports the GFLOP/s beside an SGEMM).
 
 Packed layout. A packed right operand is a flat array `data` plus an int table `pk`
 with one row (offset, k0, k1) per panel p: for k0 <= k < k1 and 0 <= j < NR,

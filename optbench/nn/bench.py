@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-# (model, H, T, B, I): the seed's configuration first, then the sizes the issue targets.
+# (model, H, T, B, I): the seed's configuration first, then a small and a large hidden size
+# and the other two cells at the seed's size.
 CONFIGS = (("lstm", 128, 100, 32, 2), ("lstm", 32, 100, 32, 2), ("lstm", 512, 100, 32, 2),
            ("gru", 128, 100, 32, 2), ("rnn", 128, 100, 32, 2))
 TURN = 5

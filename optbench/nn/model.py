@@ -119,7 +119,7 @@ def _threads(n: int):
     """Run one call's kernels on n threads when that is fewer than Numba's: a batch of a
     single row tile has nothing to share, and an idle member of the thread team must
     still be scheduled before a parallel region ends, which on a busy machine can take a
-    time slice (4 ms) per region."""
+    scheduler time slice per region."""
     before = numba.get_num_threads()
     if n >= before:
         yield
@@ -181,8 +181,8 @@ class _Workspace:
         if train:
             # dL/dh_t and (LSTM) dL/dc_t, or (GRU) scratch: written at every step, each row
             # by its thread. Rows SPREAD bytes apart or more, so that the threads' rows are
-            # far from each other: at H=32 (128-byte rows) side by side they cost 1.09x on
-            # whole training steps against rows 1 KiB apart (same process, 2-core VM).
+            # far from each other: side by side, small rows (128 bytes at H=32) of two
+            # threads share cache lines and prefetched pages, and each write moves them.
             per_row = max(2, -(-SPREAD // (m.h_width * dt.itemsize)))
             self.db = _zeros((batch, per_row, m.h_width), dt)
             self.dh, self.dc = self.db[:, 0], self.db[:, 1]
@@ -245,9 +245,9 @@ class Model:
         self._packed = {k: (_zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
         # The weight-gradient product runs each block's rows of Z in whole ROWS-row tiles
         # (`_grad_panels`): the rows past a block's k range are Z's zero padding or rows of
-        # another block, and what they sum into dWcat^T is never read back. Without that,
-        # LSTM's H+1+I = 35 rows at H=32 ended in three 1-row tiles, latency-bound, which
-        # took 9% of the product's time for 3 of its 35 rows.
+        # another block, and what they sum into dWcat^T is never read back. Whole tiles keep
+        # a block's last rows out of 1-row tiles, which are latency-bound (LSTM's H+1+I =
+        # 35 rows at H=32 would end in three of them).
         self._grad_rows = [(k0, k0 + -(-(k1 - k0) // ROWS) * ROWS) for k0, k1 in k_ranges]
         self.z_cols = max(k1 for _, k1 in self._grad_rows)  # Z columns the product reads
         self._dwt = _zeros((self.z_cols, self.g_width), dtype)  # dWcat^T
