@@ -105,7 +105,7 @@ def _parse(args):
             raise UsageError(f"--{option.replace('_', '-')} {getattr(args, option)}: must be "
                              f"between {lo} and {hi}")
     if args.backends is None:
-        backends = ("cpu", "cuda") if _real_gpu() else ("cpu",)
+        backends = ("cpu", "cuda") if gpu_present() else ("cpu",)
     else:
         backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
     for backend in backends:
@@ -113,7 +113,7 @@ def _parse(args):
             raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(optim.BACKENDS)}")
     if "cuda" in backends:
         optim.create(names[0], backend="cuda")  # UsageError when there is neither GPU nor simulator
-        if not _real_gpu() and not args.simulator:
+        if not gpu_present() and not args.simulator:
             raise UsageError("backend 'cuda' runs in Numba's CUDA simulator here "
                              "(NUMBA_ENABLE_CUDASIM=1): its timings mean nothing; time cuda on "
                              "a GPU (or pass --simulator to try the plumbing)")
@@ -176,7 +176,8 @@ def _parse_models(args) -> tuple:
     return tuple(bench.parse_config(c) for c in args.models) if args.models else bench.CONFIGS
 
 
-def _real_gpu() -> bool:
+def gpu_present() -> bool:
+    """Whether a real CUDA GPU answers (False under the simulator)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return False
     try:
@@ -219,7 +220,7 @@ def _host_seconds(step, k: int) -> float:
     return time.perf_counter() - t0
 
 
-def _torch_cuda_seconds(torch):
+def torch_cuda_seconds(torch):
     def seconds(step, k: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -268,7 +269,7 @@ def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_para
         opt = cls([p], **{mode: True})
     except (RuntimeError, TypeError, ValueError):
         return None  # no such implementation of this optimizer (on this device)
-    seconds = _torch_cuda_seconds(torch) if device == "cuda" else None
+    seconds = torch_cuda_seconds(torch) if device == "cuda" else None
     return Candidate(f"torch-{mode}", opt.step, bytes_per_param, seconds)
 
 
@@ -348,7 +349,7 @@ def run(args) -> int:
 
         report["lockstep"] = bench_lockstep(*lockstep, repeat=args.repeat, torch=torch)
     report["env"]["load_average_1min"] = load  # other processes' load skews every figure
-    report["env"]["cuda_simulator"] = "cuda" in backends and not _real_gpu()
+    report["env"]["cuda_simulator"] = "cuda" in backends and not gpu_present()
     if torch is not None:
         report["env"]["torch_threads"] = torch.get_num_threads()
     report["env"]["torch_status"] = (

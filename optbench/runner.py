@@ -166,7 +166,7 @@ class Serial(_Reentrant):
             yield fn(cell)
 
 
-def _init_worker(env: dict[str, str], parent: int | None = None) -> None:
+def init_worker(env: dict[str, str], parent: int | None = None) -> None:
     # Runs in a fresh (spawned) worker before anything imports numba, so the thread counts
     # hold. Ctrl-C is the coordinating process's business: it stops the workers itself.
     os.environ.update(env)
@@ -195,7 +195,7 @@ class Processes(_Reentrant):
         while more or retry:
             pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
+                initializer=init_worker,
                 initargs=(worker_env(self.workers, self.threads), os.getpid()),
             )
             running: dict = {}
@@ -244,13 +244,13 @@ class Processes(_Reentrant):
                         f"worker processes died {breakdowns} times in a row; cells not "
                         f"finished: {', '.join(sorted(c.key for c in retry))}")
             finally:
-                _stop(pool)
+                stop_pool(pool)
 
 
 _END = object()  # the end of a cell feed
 
 
-def _stop(pool) -> None:
+def stop_pool(pool) -> None:
     """Shut the pool down now: cancel queued cells and end the workers' current ones."""
     processes = list((pool._processes or {}).values())  # no public handle before Python 3.14
     pool.shutdown(wait=False, cancel_futures=True)

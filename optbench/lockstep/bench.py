@@ -48,7 +48,7 @@ def _data(rng, K, B, T, I):
 def _lockstep(device, kind, H, T, B, I, K, rng):
     """The engine's step for K models; returns (step, synchronize)."""
     from optbench import optim
-    from optbench.lockstep.engine import _targets
+    from optbench.lockstep.engine import set_targets
 
     models = _models(kind, H, I, K)
     if device == "cpu":
@@ -61,7 +61,7 @@ def _lockstep(device, kind, H, T, B, I, K, rng):
     slot = be.slots[0]
     slot["x"][:] = x
     for k in range(K):
-        _targets(slot, k, y[k])
+        set_targets(slot, k, y[k])
     slot["denom"][:] = B
     opt = optim.create("adam", backend=be.optim_backend, lr=np.geomspace(1e-4, 1e-2, K))
     state = opt.init(be.params)
@@ -206,7 +206,7 @@ def bench_lockstep(config=DEFAULT_CONFIG, ks=None, devices=("cpu",), repeat: int
     """One row per (device, K): seconds per step and sequences x steps per second of each
     side (module docstring). torch: the module, or None to leave its sides out."""
     from optbench.bandwidth import device_seconds
-    from optbench.kernels import Candidate, _torch_cuda_seconds
+    from optbench.kernels import Candidate, torch_cuda_seconds
     from optbench.optim.drivers import cuda_module
 
     kind, H, T, B, I = config
@@ -214,10 +214,10 @@ def bench_lockstep(config=DEFAULT_CONFIG, ks=None, devices=("cpu",), repeat: int
     for device in devices:
         real_gpu = False
         if device == "cuda":
-            from optbench.kernels import _real_gpu
+            from optbench.kernels import gpu_present
 
             cuda_module()
-            real_gpu = _real_gpu()
+            real_gpu = gpu_present()
         for K in (ks or DEFAULT_MODELS[device]):
             rng = np.random.default_rng(0)
             clock = device_seconds if device == "cuda" else None
@@ -230,7 +230,7 @@ def bench_lockstep(config=DEFAULT_CONFIG, ks=None, devices=("cpu",), repeat: int
                 cands.append(Candidate("vmap", _torch_vmap(torch, "cpu", kind, H, T, B, I, K,
                                                            rng), 0))
             if torch is not None and real_gpu and torch.cuda.is_available():
-                tclock = _torch_cuda_seconds(torch)
+                tclock = torch_cuda_seconds(torch)
                 cands.append(Candidate("cudnn", _torch_separate(torch, "cuda", kind, H, T, B, I,
                                                                 K, rng), 0, tclock))
                 cands.append(Candidate("cudnn_vmap", _torch_vmap(torch, "cuda", kind, H, T, B,

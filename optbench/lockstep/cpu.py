@@ -40,7 +40,7 @@ from optbench.nn._bptt import gate_grads, head_grads, pack_weights
 from optbench.nn._gemm import mm_tn
 from optbench.nn._jit import JIT, KC, STAMP, panel_width
 from optbench.nn.losses import mse, xent
-from optbench.nn.model import SPREAD, Model, _row_stride, _zeros
+from optbench.nn.model import SPREAD, Model, row_stride, aligned_zeros
 
 KINDS = ("lstm", "gru", "rnn")  # the `kind` index the kernels branch on
 # Clipping and optimizer steps over fewer elements than this run on one thread: they are
@@ -249,7 +249,7 @@ class Cpu:
         self.outs = outs
         pool = numba.config.NUMBA_NUM_THREADS  # thread ids are below it
         gh = len(m.spec.gates) * H
-        self.wz, self.wg = _row_stride(m.z_cols, np.float32), _row_stride(m.g_width, np.float32)
+        self.wz, self.wg = row_stride(m.z_cols, np.float32), row_stride(m.g_width, np.float32)
         self.op = -(-O // nr) * nr
         self.dims = np.array([H, m.h_width, I, O, gh, m.spec.n_hh_blocks, self.wz, self.wg,
                               self.op], np.int64)
@@ -267,17 +267,17 @@ class Cpu:
         self.params = np.zeros((members, m.n_params), f32)
         self.grads = np.zeros((members, m.n_params), f32)
         # Per thread (training): packed weights and the BPTT buffers of loss_and_grad.
-        self.packed = {name: _zeros((pool, size), f32) for name, size in self.pk_sizes.items()}
-        self.zb = _zeros((pool, batch, steps + 1, self.wz), f32)
+        self.packed = {name: aligned_zeros((pool, size), f32) for name, size in self.pk_sizes.items()}
+        self.zb = aligned_zeros((pool, batch, steps + 1, self.wz), f32)
         self.zb[:, :, :, H] = 1
-        self.gb = _zeros((pool, batch, steps + 1, self.wg), f32)
-        self.cb = _zeros((pool, batch, steps + 1, m.h_width) if m.spec.cell_state
+        self.gb = aligned_zeros((pool, batch, steps + 1, self.wg), f32)
+        self.cb = aligned_zeros((pool, batch, steps + 1, m.h_width) if m.spec.cell_state
                          else (pool, 0, 0, 0), f32)
         per_row = max(2, -(-SPREAD // (m.h_width * 4)))
-        self.db = _zeros((pool, batch, per_row, m.h_width), f32)
+        self.db = aligned_zeros((pool, batch, per_row, m.h_width), f32)
         self.norms = np.zeros((pool, batch, steps), f32)
-        self.yb = _zeros((pool, outs, batch, self.op), f32)
-        self.dwt = _zeros((pool, m.z_cols, m.g_width), f32)
+        self.yb = aligned_zeros((pool, outs, batch, self.op), f32)
+        self.dwt = aligned_zeros((pool, m.z_cols, m.g_width), f32)
         # Per model: dY, the head's rows of Z, the gradient-norm profile and the loss.
         self.dyb = np.zeros((members, batch, outs + 1, O), f32)
         self.zh = np.zeros((members, batch * (steps + 1) if self.every else batch, H + 1), f32)
@@ -356,14 +356,14 @@ class Cpu:
             m, f32 = self.template, np.float32
             pool, rows = numba.config.NUMBA_NUM_THREADS, EVAL_CHUNK
             outs = steps if self.every else 1
-            e = {name: _zeros((max(members, 1), size), f32)
+            e = {name: aligned_zeros((max(members, 1), size), f32)
                  for name, size in self.pk_sizes.items()}
             e["steps"] = steps
-            e["z"] = _zeros((pool, rows * 2 * self.wz), f32)
+            e["z"] = aligned_zeros((pool, rows * 2 * self.wz), f32)
             e["z"].reshape(pool, rows * 2, self.wz)[:, :, m.hidden_size] = 1
-            e["g"] = _zeros((pool, rows * self.wg), f32)
-            e["c"] = _zeros((pool, rows * 2 * m.h_width if m.spec.cell_state else 0), f32)
-            e["y"] = _zeros((pool, outs * rows * self.op), f32)
+            e["g"] = aligned_zeros((pool, rows * self.wg), f32)
+            e["c"] = aligned_zeros((pool, rows * 2 * m.h_width if m.spec.cell_state else 0), f32)
+            e["y"] = aligned_zeros((pool, outs * rows * self.op), f32)
             self._eval = e
         return e
 

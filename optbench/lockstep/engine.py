@@ -224,7 +224,7 @@ class _Group:
         for i, m in enumerate(self.members):
             x, y, mask = self.task.sample(m.rng, self.batch, self.length)
             b["x"][i] = x
-            _targets(b, i, y)
+            set_targets(b, i, y)
             if mask is None:
                 b["denom"][i] = float(self.batch * S * count)
             else:
@@ -269,7 +269,7 @@ class _Group:
         b = self.backend.slots[0]
         x, y, mask = self.warm
         b["x"][0] = x
-        _targets(b, 0, y)
+        set_targets(b, 0, y)
         if mask is not None:
             b["mask"][0] = mask
         b["denom"][0] = 1.0
@@ -449,7 +449,7 @@ class _Group:
         self.backend.close()
 
 
-def _targets(b: dict, i: int, y: np.ndarray) -> None:
+def set_targets(b: dict, i: int, y: np.ndarray) -> None:
     """Row i of the batch set's targets: class indices or MSE targets, (B, S[, O])."""
     if b["labels"].shape[1]:
         b["labels"][i] = y.reshape(b["labels"].shape[1:])

@@ -127,7 +127,7 @@ _RESULTS = None  # a worker's queue to the coordinating process
 
 def _init_worker(env: dict, parent: int, results, plugins: tuple) -> None:
     global _RESULTS
-    from optbench.runner import _init_worker as init
+    from optbench.runner import init_worker as init
 
     init(env, parent)
     _RESULTS = results
@@ -155,7 +155,7 @@ def _on_processes(groups: list[list[Cell]], workers: int, group_size: int,
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from optbench.runner import MAX_BREAKDOWNS, WorkerLost, _stop, worker_env
+    from optbench.runner import MAX_BREAKDOWNS, WorkerLost, stop_pool, worker_env
 
     ctx = multiprocessing.get_context("spawn")
     pending = {c.key: c for g in groups for c in g}
@@ -199,7 +199,7 @@ def _on_processes(groups: list[list[Cell]], workers: int, group_size: int,
                     raise WorkerLost(f"worker processes died {breakdowns} times in a row; "
                                      f"cells not finished: {', '.join(sorted(pending))}")
         finally:
-            _stop(pool)
+            stop_pool(pool)
             results.close()
 
 

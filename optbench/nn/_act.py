@@ -21,12 +21,12 @@ from numba.extending import overload
 from optbench.nn._jit import JIT
 
 _f = np.float32
-_CLAMP = _f(7.90531110763549805)
-_P = tuple(_f(v) for v in (
+TANH_CLAMP = _f(7.90531110763549805)
+TANH_P = tuple(_f(v) for v in (
     -2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
     5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
     4.89352455891786e-03))
-_Q = tuple(_f(v) for v in (
+TANH_Q = tuple(_f(v) for v in (
     1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
     4.89352518554385e-03))
 
@@ -42,20 +42,20 @@ def sigmoid(x):
 
 
 def _tanh_f32(x):
-    v = _CLAMP if x > _CLAMP else x
-    v = -_CLAMP if v < -_CLAMP else v
+    v = TANH_CLAMP if x > TANH_CLAMP else x
+    v = -TANH_CLAMP if v < -TANH_CLAMP else v
     x2 = v * v
-    p = _P[0]
-    p = p * x2 + _P[1]
-    p = p * x2 + _P[2]
-    p = p * x2 + _P[3]
-    p = p * x2 + _P[4]
-    p = p * x2 + _P[5]
-    p = p * x2 + _P[6]
-    q = _Q[0]
-    q = q * x2 + _Q[1]
-    q = q * x2 + _Q[2]
-    q = q * x2 + _Q[3]
+    p = TANH_P[0]
+    p = p * x2 + TANH_P[1]
+    p = p * x2 + TANH_P[2]
+    p = p * x2 + TANH_P[3]
+    p = p * x2 + TANH_P[4]
+    p = p * x2 + TANH_P[5]
+    p = p * x2 + TANH_P[6]
+    q = TANH_Q[0]
+    q = q * x2 + TANH_Q[1]
+    q = q * x2 + TANH_Q[2]
+    q = q * x2 + TANH_Q[3]
     return v * p / q
 
 

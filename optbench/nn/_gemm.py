@@ -30,7 +30,7 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
 
-from optbench.nn._act import _CLAMP, _P, _Q
+from optbench.nn._act import TANH_CLAMP, TANH_P, TANH_Q
 from optbench.nn._jit import JIT, MR, NV, VECTOR_BYTES, kernel
 
 ensure_blas()  # numba's BLAS entry points come from scipy.linalg.cython_blas
@@ -48,16 +48,16 @@ def _vector_tanh(builder, x, fma):
     def const(v):
         return ir.Constant(vty, [float(v)] * vty.count)
 
-    hi, lo = const(_CLAMP), const(-_CLAMP)
+    hi, lo = const(TANH_CLAMP), const(-TANH_CLAMP)
     # Selects, not minnum / maxnum: NaN compares false and so passes through, as in _act.
     v = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
     v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
     x2 = builder.fmul(v, v)
-    p = const(_P[0])
-    for coef in _P[1:]:
+    p = const(TANH_P[0])
+    for coef in TANH_P[1:]:
         p = builder.call(fma, [p, x2, const(coef)])
-    q = const(_Q[0])
-    for coef in _Q[1:]:
+    q = const(TANH_Q[0])
+    for coef in TANH_Q[1:]:
         q = builder.call(fma, [q, x2, const(coef)])
     return builder.fdiv(builder.fmul(v, p), q)
 
@@ -278,7 +278,7 @@ def mm_tn(a, b, c, panels, kc):
     a block of A is read from memory once and stays in cache across the panels, and a
     panel's block of B (kc x NR) stays in L2 (or L1, for short blocks) across the row
     tiles. That needs B's row stride to be an odd number of cache lines (see
-    model._row_stride): at 2 KiB, say, all rows would fall into a few sets and evict
+    model.row_stride): at 2 KiB, say, all rows would fall into a few sets and evict
     each other.
     """
     nr = NV * VECTOR_BYTES // b.itemsize

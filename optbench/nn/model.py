@@ -135,7 +135,7 @@ _ALIGN = 64
 SPREAD = 1024  # bytes between the rows of dh / dc (see _Workspace)
 
 
-def _zeros(shape, dtype) -> np.ndarray:
+def aligned_zeros(shape, dtype) -> np.ndarray:
     """np.zeros whose data starts on a cache line (numpy's allocator gives 16 bytes, and
     then every vector of a row that starts on a line boundary spans two lines)."""
     dtype = np.dtype(dtype)
@@ -145,7 +145,7 @@ def _zeros(shape, dtype) -> np.ndarray:
     return raw[skip:skip + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def _row_stride(width: int, dtype) -> int:
+def row_stride(width: int, dtype) -> int:
     """Elements per buffer row: `width` rounded up to an odd number of 64-byte lines, so
     that successive rows fall into different L1 sets (see _gemm.mm_tn)."""
     per_line = 64 // np.dtype(dtype).itemsize
@@ -167,16 +167,16 @@ class _Workspace:
                               for i in range(chunks + 1)], np.int64)
         # Batch-major storage (optbench.nn._bptt): the kernels see time-major views.
         H, O, slots = m.hidden_size, m.output_size, steps + 1 if train else 2
-        self.zb = _zeros((batch, slots, _row_stride(m.z_cols, dt)), dt)
+        self.zb = aligned_zeros((batch, slots, row_stride(m.z_cols, dt)), dt)
         self.zb[:, :, H] = 1  # the constant input that multiplies the biases
         # Training: one more G slot than steps, left zero, so that G and Z pair row for row.
-        self.gb = _zeros((batch, slots if train else 1, _row_stride(m.g_width, dt)), dt)
-        self.cb = _zeros((batch, slots, m.h_width) if m.spec.cell_state else (0, 0, 0), dt)
+        self.gb = aligned_zeros((batch, slots if train else 1, row_stride(m.g_width, dt)), dt)
+        self.cb = aligned_zeros((batch, slots, m.h_width) if m.spec.cell_state else (0, 0, 0), dt)
         self.dyb = np.zeros((batch, outs + 1, O), dt)  # slot 0 stays zero (pairs with Z's)
         self.z, self.c = self.zb.transpose(1, 0, 2), self.cb.transpose(1, 0, 2)
         self.g = self.gb[:, :steps if train else 1].transpose(1, 0, 2)
         self.dy = self.dyb[:, 1:].transpose(1, 0, 2)
-        self.y = _zeros((outs, batch, -(-O // nr) * nr), dt)
+        self.y = aligned_zeros((outs, batch, -(-O // nr) * nr), dt)
         self.ones = np.ones((batch, outs), dt)
         if train:
             # dL/dh_t and (LSTM) dL/dc_t, or (GRU) scratch: written at every step, each row
@@ -184,7 +184,7 @@ class _Workspace:
             # far from each other: side by side, small rows (128 bytes at H=32) of two
             # threads share cache lines and prefetched pages, and each write moves them.
             per_row = max(2, -(-SPREAD // (m.h_width * dt.itemsize)))
-            self.db = _zeros((batch, per_row, m.h_width), dt)
+            self.db = aligned_zeros((batch, per_row, m.h_width), dt)
             self.dh, self.dc = self.db[:, 0], self.db[:, 1]
             self.norms = np.zeros((batch, steps), dt)
             # The weight-gradient products' operands: all (row, slot) pairs of Z and G, and
@@ -242,7 +242,7 @@ class Model:
             "head": panel_table([(0, H + 1)] * -(-O // nr), nr),
             "headt": panel_table([(0, O)] * (hp // nr), nr),
         }
-        self._packed = {k: (_zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
+        self._packed = {k: (aligned_zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
         # The weight-gradient product runs each block's rows of Z in whole ROWS-row tiles
         # (`_grad_panels`): the rows past a block's k range are Z's zero padding or rows of
         # another block, and what they sum into dWcat^T is never read back. Whole tiles keep
@@ -250,7 +250,7 @@ class Model:
         # 35 rows at H=32 would end in three of them).
         self._grad_rows = [(k0, k0 + -(-(k1 - k0) // ROWS) * ROWS) for k0, k1 in k_ranges]
         self.z_cols = max(k1 for _, k1 in self._grad_rows)  # Z columns the product reads
-        self._dwt = _zeros((self.z_cols, self.g_width), dtype)  # dWcat^T
+        self._dwt = aligned_zeros((self.z_cols, self.g_width), dtype)  # dWcat^T
         self._dwhead = np.zeros((O, H + 1), dtype)
         self._workspaces: OrderedDict = OrderedDict()
         self._panels: dict[int, np.ndarray] = {}

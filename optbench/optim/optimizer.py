@@ -23,7 +23,7 @@ BACKENDS = ("numpy", "cpu", "cuda")
 F32 = np.dtype(np.float32)
 
 
-def _checked(x, what: str, backend: str, writeable: bool):
+def checked_shape(x, what: str, backend: str, writeable: bool):
     """x's shape if x is a C-contiguous float32 array for `backend`, else a UsageError saying
     what is wrong (host arrays must also be writeable unless told)."""
     if backend == "cuda":
@@ -58,7 +58,7 @@ def _checked(x, what: str, backend: str, writeable: bool):
 def vector_size(x, what: str, backend: str, writeable: bool = True) -> int:
     """The length of `x` if it is a 1-D contiguous float32 vector for `backend`, else a
     UsageError saying what is wrong (host arrays must also be writeable unless told)."""
-    shape = _checked(x, what, backend, writeable)
+    shape = checked_shape(x, what, backend, writeable)
     if len(shape) != 1:
         raise UsageError(f"{what} must be one flat 1-D vector, got shape {shape}")
     return shape[0]
@@ -67,7 +67,7 @@ def vector_size(x, what: str, backend: str, writeable: bool = True) -> int:
 def batch_shape(x, what: str, backend: str, writeable: bool = True) -> tuple[int, int]:
     """(K, P) if `x` is a C-contiguous (K, P) float32 array for `backend` (one row per
     model), else a UsageError saying what is wrong."""
-    shape = _checked(x, what, backend, writeable)
+    shape = checked_shape(x, what, backend, writeable)
     if len(shape) != 2 or 0 in shape:
         raise UsageError(f"{what} must be a (K, P) array, one row of P > 0 parameters per "
                          f"model, got shape {shape}")
@@ -173,7 +173,7 @@ class Optimizer:
         """A fresh state (step 0) for `params`: a 1-D contiguous float32 vector, or K models'
         parameters as a C-contiguous (K, P) array (numpy for "numpy"/"cpu", a CUDA device
         array for "cuda")."""
-        shape = _checked(params, "params", self.backend, writeable=True)
+        shape = checked_shape(params, "params", self.backend, writeable=True)
         if len(shape) == 2:
             return self._init_batch(params)
         if self.models is not None:
