@@ -83,3 +83,15 @@ def test_ruff_finds_nothing():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_cli_parser_loads_nothing_heavy():
+    """`--help` and the option checks before any work run on the parser's modules alone:
+    they must not pull in numpy, Numba, pandas, matplotlib or torch."""
+    code = ("import sys; from optbench import cli; cli.build_parser(); "
+            "print(' '.join(m for m in ('numpy', 'numba', 'pandas', 'matplotlib', 'torch', "
+            "'distributed') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

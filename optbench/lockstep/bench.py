@@ -28,14 +28,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from optbench import nn, optim
+from optbench.bandwidth import device_seconds
+from optbench.kernels import Candidate, gpu_present, torch_cuda_seconds
+from optbench.lockstep.engine import set_targets
+from optbench.optim.drivers import cuda_module
+
 DEFAULT_CONFIG = ("lstm", 64, 100, 32, 2)  # the GPU target's shape
 DEFAULT_MODELS = {"cpu": (1, 4, 16), "cuda": (1, 16, 64, 256)}
 SIDES = ("lockstep", "separate", "torch", "vmap", "cudnn", "cudnn_vmap")
 
 
 def _models(kind, H, I, K):
-    from optbench import nn
-
     return [nn.build(kind, I, H, 1, seed=k) for k in range(K)]
 
 
@@ -47,9 +51,6 @@ def _data(rng, K, B, T, I):
 
 def _lockstep(device, kind, H, T, B, I, K, rng):
     """The engine's step for K models; returns (step, synchronize)."""
-    from optbench import optim
-    from optbench.lockstep.engine import set_targets
-
     models = _models(kind, H, I, K)
     if device == "cpu":
         from optbench.lockstep.cpu import Cpu as Backend
@@ -76,8 +77,6 @@ def _lockstep(device, kind, H, T, B, I, K, rng):
 
 
 def _separate_cpu(kind, H, T, B, I, K, rng):
-    from optbench import optim
-
     models = _models(kind, H, I, K)
     x, y = _data(rng, K, B, T, I)
     opts = [optim.create("adam", backend="cpu", lr=lr) for lr in np.geomspace(1e-4, 1e-2, K)]
@@ -205,17 +204,11 @@ def bench_lockstep(config=DEFAULT_CONFIG, ks=None, devices=("cpu",), repeat: int
                    torch=None) -> list[dict]:
     """One row per (device, K): seconds per step and sequences x steps per second of each
     side (module docstring). torch: the module, or None to leave its sides out."""
-    from optbench.bandwidth import device_seconds
-    from optbench.kernels import Candidate, torch_cuda_seconds
-    from optbench.optim.drivers import cuda_module
-
     kind, H, T, B, I = config
     rows = []
     for device in devices:
         real_gpu = False
         if device == "cuda":
-            from optbench.kernels import gpu_present
-
             cuda_module()
             real_gpu = gpu_present()
         for K in (ks or DEFAULT_MODELS[device]):

@@ -37,9 +37,14 @@ from time import perf_counter
 
 import numpy as np
 
+from optbench import schedules, train
 from optbench.cell import Cell, Result
 from optbench.errors import UsageError
 from optbench.tasks import Batch
+from optbench.train import DIVERGE_FACTOR, EVAL_CHUNK, PROFILE_FRACTIONS, environment
+
+# optim, and the backends (Numba), load inside the functions that step: this module comes
+# with the package, which `run --engine lockstep` imports to check its options first.
 
 # train.clip's bound without norm clipping: no norm of float32 gradients reaches it, and
 # bound / (norm + 1e-6) stays finite, so the call only measures the norm.
@@ -141,8 +146,6 @@ class _Sub:
 
 class _Group:
     def __init__(self, cells: list[Cell], device: str):
-        from optbench import train
-
         started = perf_counter()
         if device not in DEVICES:
             raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
@@ -194,8 +197,6 @@ class _Group:
     def _lrs(self, sub: _Sub, step: int) -> dict:
         """{"lr": each member's lr at `step`} when a member of `sub` has a schedule (as
         optbench.train computes it: the cell's lr times the schedule's factor), else {}."""
-        from optbench import schedules
-
         scheduled = [m.cell.hparams.get("schedule") for m in sub.members]
         if not any(scheduled):
             return {}
@@ -233,8 +234,6 @@ class _Group:
 
     def _evaluate(self, rows: list[int], sets: list[Batch], xs=None) -> list[tuple]:
         """(loss, metric) of the members in `rows` on their `sets`, as _Loop.evaluate."""
-        from optbench.train import EVAL_CHUNK
-
         xs = np.stack([s.x for s in sets]) if xs is None else xs
         out = self.backend.predict(rows, xs)
         scores = []
@@ -291,7 +290,6 @@ class _Group:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Iterator[Result]:
         from optbench import optim
-        from optbench.train import DIVERGE_FACTOR, PROFILE_FRACTIONS, environment
 
         self._warm_up()
         self.env = {**environment(), **self.backend.environment(),

@@ -8,6 +8,8 @@ launch ("cpu", "cuda") or one call of the numpy reference ("numpy"); for K model
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from optbench.errors import UsageError
@@ -306,8 +308,6 @@ class Optimizer:
 
 def learning_rate(lr, optimizer: str) -> float:
     """A step's learning rate, checked as the hyper-parameter is."""
-    import math
-
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) \
             or not math.isfinite(lr) or lr < 0:
         raise UsageError(f"{optimizer}: the step's lr={lr!r} must be a finite number >= 0")
