@@ -103,7 +103,7 @@ def _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, dh, dc, norm
 @_jit
 def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, is_xent, y, labels,
             mask, denom, params, grads, cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
-            zb, gb, cb, db, norms, yb, dwt, dyb, zh, profile):
+            zb, gb, cb, dstate, norms, yb, dwt, dyb, zh, profile):
     """One model's forward, loss, BPTT and gate gradients (a thread's share of `_train`):
     its batch (x; MSE targets y or class indices `labels`, as `is_xent` says; mask,
     denom), parameters, gradients, dY, head rows and profile; the thread's packed
@@ -124,7 +124,7 @@ def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, is
         loss = xent(yb, labels, mask, denom, dy)
     else:
         loss = mse(yb, y, mask, denom, dy)
-    _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, db[:, 0], db[:, 1], norms,
+    _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, dstate[:, 0], dstate[:, 1], norms,
                    rows[0:2], hidden, hp, every)
     zm = zb.reshape((-1, zb.shape[2]))
     mm_tn(zm, gb.reshape((-1, gb.shape[2])), dwt, panels[0], KC)
@@ -152,14 +152,14 @@ def _head(every, dims, offs, grads, dyb, zh, dwhead):
 def _train(kind, n, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
            x, is_xent, y, labels, mask, denom, params, grads,
            cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
-           zb, gb, cb, db, norms, yb, dwt, dyb, zh, dwhead, profile, losses):
+           zb, gb, cb, dstate, norms, yb, dwt, dyb, zh, dwhead, profile, losses):
     """One training step's forward, loss, BPTT and gradients for models 0 .. n-1.
 
     Per model k: x[k], y[k] or labels[k], mask[k], denom[k] (its batch, as loss_and_grad
     checks them; y float32 (B, S, O) for MSE, labels int64 (B, S) for cross-entropy),
     params[k] -> grads[k], profile[k] (grad_norm_per_step), losses[k] (the loss *sum*;
     the mean is losses[k] / denom[k]). Per thread: the packed weights (cat, bwd, head,
-    headt), Z (zb), G (gb), c (cb), dL/dh and dL/dc (db), norms, outputs (yb), dWcat^T.
+    headt), Z (zb), G (gb), c (cb), dL/dh and dL/dc (dstate), norms, outputs (yb), dWcat^T.
     Per model, kept for the head's product after the parallel region: dY (dyb) and the
     head's [h_t | 1] rows (zh). dims = (hidden, Hp, inputs, outputs, gate rows, n_hh, ...).
     The bodies are separate functions, so that no parfor pass rewrites the model code.
@@ -169,7 +169,7 @@ def _train(kind, n, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
         losses[k] = _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
                             x[k], is_xent, y[k], labels[k], mask[k], denom[k], params[k], grads[k], cat[w], cat_pk,
                             bwd[w], bwd_pk, head[w], head_pk, headt[w], headt_pk, zb[w],
-                            gb[w], cb[w], db[w], norms[w], yb[w], dwt[w], dyb[k], zh[k],
+                            gb[w], cb[w], dstate[w], norms[w], yb[w], dwt[w], dyb[k], zh[k],
                             profile[k])
     for k in range(n):
         _head(every, dims, offs, grads[k], dyb[k], zh[k], dwhead)
@@ -274,7 +274,7 @@ class Cpu:
         self.cb = aligned_zeros((pool, batch, steps + 1, m.h_width) if m.spec.cell_state
                          else (pool, 0, 0, 0), f32)
         per_row = max(2, -(-SPREAD // (m.h_width * 4)))
-        self.db = aligned_zeros((pool, batch, per_row, m.h_width), f32)
+        self.dstate = aligned_zeros((pool, batch, per_row, m.h_width), f32)
         self.norms = np.zeros((pool, batch, steps), f32)
         self.yb = aligned_zeros((pool, outs, batch, self.op), f32)
         self.dwt = aligned_zeros((pool, m.z_cols, m.g_width), f32)
@@ -310,7 +310,7 @@ class Cpu:
                    b["labels"], b["mask"], b["denom"], self.params, self.grads,
                    self.packed["cat"], self.pk["cat"], self.packed["bwd"], self.pk["bwd"],
                    self.packed["head"], self.pk["head"], self.packed["headt"], self.pk["headt"],
-                   self.zb, self.gb, self.cb, self.db, self.norms, self.yb, self.dwt, self.dyb,
+                   self.zb, self.gb, self.cb, self.dstate, self.norms, self.yb, self.dwt, self.dyb,
                    self.zh, self.dwhead, self.profile, self.losses)
         return self.losses[:n].copy()
 

@@ -7,6 +7,29 @@ backward kernel (same chunks), and the weight gradients (one product over all st
 split by columns between the threads): three parallel regions. Work buffers are kept
 per input shape and reused, so a warm call allocates only its small results. A model is
 not safe to call from two threads at once.
+
+The work buffers of one input shape (`_Workspace`; B sequences, T steps, S output steps:
+T with head "every", else 1; the notation of optbench.nn._bptt). A name ending in b is
+the batch-major storage, (B, slot, width), one contiguous stretch per thread; the name
+without it is the time-major view the kernels index as [t, b]; one ending in m is the
+same storage as a matrix of (sequence, slot) rows for the weight-gradient products.
+
+    zb / z   Z: z_t = [h_{t-1} | 1 | x_t] per slot (column H the constant 1 that
+             multiplies the biases); in training T + 1 slots, slot T holding h_T, read
+             back by the backward pass; in evaluation two slots used in turn.
+    gb / g   G: the gate activations of each step (forward), overwritten by the backward
+             pass with dL/d(pre-activation) of each gate block; in training one zero slot
+             more than steps, so that G and Z pair row for row; one slot in evaluation.
+    cb / c   the LSTM's cell state c_t per slot (empty for RNN and GRU).
+    y        the head's outputs y_s = W_head h_s + b_head, (S, B, O padded to the panel).
+    dyb / dy dL/dy_s from the loss, slot 0 kept zero (pairs with Z's first slot).
+    ones     the all-ones mask used when the caller passes none.
+    rows     the batch rows each thread's chunk starts at (whole ROWS-row tiles).
+    dstate   (training) per sequence: row 0 dL/dh_t, row 1 dL/dc_t (LSTM) or GRU
+             scratch, rewritten at every step; dh, dc are those rows.
+    norms    (training) |dL/dh_t| per sequence and step: the gradient-norm profile.
+    zm, gm   Z and G as (B * slots, width) matrices: dWcat^T = Z^T G.
+    dym, zhead  dL/dy and the [h_s | 1] rows they belong to: dW_head = dY^T [h | 1].
 """
 
 from __future__ import annotations
@@ -18,6 +41,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from optbench import cost, machine
 from optbench.errors import UsageError
 from optbench.nn import gru, lstm, rnn
 from optbench.nn._bptt import CellSpec, pack_weights, weight_grads
@@ -93,8 +117,6 @@ def _check_memory(kind: str, input_size: int, hidden_size: int, output_size: int
                   dtype) -> None:
     """UsageError, one line, for a model larger than this machine's memory (numpy would
     raise a MemoryError, or a ValueError for sizes past its address space)."""
-    from optbench import cost, machine
-
     machine.check_memory(cost.model_bytes(kind, input_size, hidden_size, output_size,
                                           np.dtype(dtype).itemsize),
                          f"a {kind} model of hidden_size {hidden_size:,} and input_size "
@@ -184,8 +206,8 @@ class _Workspace:
             # far from each other: side by side, small rows (128 bytes at H=32) of two
             # threads share cache lines and prefetched pages, and each write moves them.
             per_row = max(2, -(-SPREAD // (m.h_width * dt.itemsize)))
-            self.db = aligned_zeros((batch, per_row, m.h_width), dt)
-            self.dh, self.dc = self.db[:, 0], self.db[:, 1]
+            self.dstate = aligned_zeros((batch, per_row, m.h_width), dt)
+            self.dh, self.dc = self.dstate[:, 0], self.dstate[:, 1]
             self.norms = np.zeros((batch, steps), dt)
             # The weight-gradient products' operands: all (row, slot) pairs of Z and G, and
             # dY with the [h_t | 1] rows of the steps that have an output.
