@@ -29,6 +29,11 @@ import json
 import os
 import time
 
+from optbench import plugins
+from optbench.errors import UsageError
+
+# numpy, numba and what needs them (optim, nn, bandwidth, the benches) are imported inside
+# the functions: the CLI imports this module for `--help`, which must stay fast.
 DEFAULT_SIZES = (10, 14, 18, 22, 26)
 SIZE_RANGE = (4, 30)  # powers of two
 MIN_SAMPLE_S = 2e-3  # one timing sample runs the step at least this long
@@ -82,8 +87,7 @@ def configure(parser) -> None:
 
 def _parse(args):
     """Check every option before any work starts; return (optimizers, backends, sizes)."""
-    from optbench import optim, plugins
-    from optbench.errors import UsageError
+    from optbench import optim
 
     plugins.load_all(getattr(args, "plugin", []), what="--plugin")
     kernels = tuple(n for n in optim.names() if not hasattr(optim.spec(n), "kwargs"))
@@ -120,17 +124,21 @@ def _parse(args):
     return names, backends, sizes
 
 
+def _model_counts(option: str, text: str, example: str) -> tuple[int, ...]:
+    """A comma-separated list of model counts, each 1 to 4096; UsageError naming `option`."""
+    try:
+        ks = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: give model counts as integers, e.g. {example}"
+                         ) from None
+    if not ks or min(ks) < 1 or max(ks) > 4096:
+        raise UsageError(f"{option} {text!r}: each must be between 1 and 4096")
+    return ks
+
+
 def _parse_batch(args) -> tuple[tuple[int, ...], int]:
     """The batched section's model counts and parameters per model, checked."""
-    from optbench.errors import UsageError
-
-    try:
-        ks = tuple(int(s) for s in args.batch_models.split(","))
-    except ValueError:
-        raise UsageError(f"--batch-models {args.batch_models!r}: give model counts as "
-                         "integers, e.g. 1,8,64") from None
-    if not ks or min(ks) < 1 or max(ks) > 4096:
-        raise UsageError(f"--batch-models {args.batch_models!r}: each must be between 1 and 4096")
+    ks = _model_counts("--batch-models", args.batch_models, "1,8,64")
     size = seed_lstm_params() if args.batch_params is None else args.batch_params
     if not 1 <= size <= 1 << 26:
         raise UsageError(f"--batch-params {size}: must be between 1 and {1 << 26}")
@@ -139,7 +147,6 @@ def _parse_batch(args) -> tuple[tuple[int, ...], int]:
 
 def _parse_lockstep(args, backends) -> tuple:
     """The lockstep section's (shape, model counts or None for the defaults, devices)."""
-    from optbench.errors import UsageError
     from optbench.lockstep.bench import DEFAULT_CONFIG
     from optbench.nn import bench
 
@@ -148,14 +155,7 @@ def _parse_lockstep(args, backends) -> tuple:
         raise UsageError("the lockstep section times one --model shape at a time")
     ks = None
     if args.lockstep_models is not None:
-        try:
-            ks = tuple(int(s) for s in args.lockstep_models.split(","))
-        except ValueError:
-            raise UsageError(f"--lockstep-models {args.lockstep_models!r}: give model counts "
-                             "as integers, e.g. 1,16,64") from None
-        if not ks or min(ks) < 1 or max(ks) > 4096:
-            raise UsageError(f"--lockstep-models {args.lockstep_models!r}: each must be "
-                             "between 1 and 4096")
+        ks = _model_counts("--lockstep-models", args.lockstep_models, "1,16,64")
     devices = tuple(b for b in backends if b in ("cpu", "cuda"))
     return config, ks, devices
 
