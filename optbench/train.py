@@ -72,7 +72,7 @@ def environment() -> dict:
 def run_cell(cell: Cell) -> Result:
     """Train `cell` and return its Result; bad cells raise UsageError before any work."""
     started = perf_counter()
-    task, length = _check(cell)
+    task, length = check_cell(cell)
     model, opt, state = build(cell, task)
     compile_s = _warm_up(cell, task, length, model, opt)
     run = _Loop(cell, task, length, model, opt, state)
@@ -83,7 +83,9 @@ def run_cell(cell: Cell) -> Result:
     return result
 
 
-def _check(cell: Cell) -> tuple[Task, int]:
+def check_cell(cell: Cell) -> tuple[Task, int]:
+    """(task, length) of `cell`; UsageError, one line, for any field out of range or for
+    plugin code that differs from what the cell was planned with."""
     task = tasks.get(cell.task)
     length = task.check_length(cell.length)
     for name in ("steps", "batch_size", "eval_every", "hidden"):

@@ -44,25 +44,44 @@ def issue_numbers(source: str) -> list[tuple[int, str]]:
     return [(line, m.group(0)) for line, text in _prose(source) for m in ISSUE.finditer(text)]
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")  # __version__ is public
+
+
+MODULES = {_module(p) for p in _sources()}
+
+
 def private_imports(source: str, module: str) -> list[tuple[int, str]]:
-    """`from optbench... import _name` of another module (dunders such as __version__ are
-    public by convention)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
+    """Private names of another optbench module: `from optbench... import _name`, and
+    `other._name` where `other` was imported as an optbench module."""
+    tree, found, aliases = ast.parse(source), [], {}
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
-                and node.module.split(".")[0] == "optbench" and node.module != module:
-            found += [(node.lineno, f"from {node.module} import {a.name}") for a in node.names
-                      if a.name.startswith("_") and not a.name.startswith("__")]
+                and node.module.split(".")[0] == "optbench":
+            for a in node.names:
+                if f"{node.module}.{a.name}" in MODULES:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                elif _private(a.name) and node.module != module:
+                    found.append((node.lineno, f"from {node.module} import {a.name}"))
+        elif isinstance(node, ast.Import):
+            aliases.update({a.asname: a.name for a in node.names
+                            if a.asname and a.name in MODULES})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in aliases and aliases[node.value.id] != module \
+                and _private(node.attr):
+            found.append((node.lineno, f"{node.value.id}.{node.attr}"))
     return found
 
 
 def test_the_checks_find_what_they_look_for():
     source = '"""Fixes issue 8."""\n# see Issue #12\nx = "issue 3"  # a string, not prose\n' \
              'from optbench.nn.model import _zeros, SPREAD\nfrom optbench import __version__\n' \
-             'from optbench.same import _own\n'
+             'from optbench.same import _own\nfrom optbench import train\n' \
+             'train._check(cell)\ntrain.run_cell(cell)\n'
     assert issue_numbers(source) == [(2, "Issue #12"), (1, "issue 8")]
     assert private_imports(source, "optbench.same") == [
-        (4, "from optbench.nn.model import _zeros")]
+        (4, "from optbench.nn.model import _zeros"), (8, "train._check")]
 
 
 def test_no_issue_numbers_in_comments_or_docstrings():

@@ -155,10 +155,10 @@ class _Group:
         if len(keys) != 1:
             raise UsageError("the cells of a lockstep group must share "
                              f"{', '.join(GROUP_FIELDS)}; got {len(keys)} different ones")
-        self.task, self.length = train._check(cells[0])
+        self.task, self.length = train.check_cell(cells[0])
         built = {}
         for cell in cells:
-            train._check(cell)
+            train.check_cell(cell)
             if not batchable(cell):
                 raise UsageError(f"optimizer {cell.optimizer!r} has no batched (K, P) step "
                                  "(a torch.optim class); run its cells with --engine cells")
