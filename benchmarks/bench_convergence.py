@@ -10,7 +10,7 @@ SEEDS of whole cells run by the training loop (optbench.train.run_cell).
 The cells run on one Numba thread: their results do not depend on the thread count
 (the kernels sum in a fixed order), one thread keeps the figures identical from machine
 to machine, and these small sizes train fastest without waking workers (on a loaded
-2-core machine two threads ran 30x slower). Each benchmark runs in seconds.
+machine a parallel region waits for its slowest thread). Each benchmark runs in seconds.
 """
 
 import math

@@ -19,10 +19,12 @@ seconds per unit are learnt while a run goes, `Eta`).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
 from optbench.cell import Cell
+from optbench.errors import UsageError
 
 F32 = 4
 NR = 32  # the widest panel (AVX-512, float32): padding of the hidden size
@@ -42,8 +44,6 @@ def _shape(kind: str):
     try:
         return _GATES[kind]
     except KeyError:
-        from optbench.errors import UsageError
-
         raise UsageError(f"unknown model {kind!r}; allowed: {', '.join(_GATES)}") from None
 
 
@@ -217,8 +217,6 @@ def _shape_of(cell: Cell) -> tuple:
 def _share_keys(cell: Cell) -> tuple:
     """From the most to the least alike: the same optimizer and hyper-parameters, the same
     optimizer, any cell."""
-    import json
-
     hparams = json.dumps(cell.hparams, sort_keys=True)
     return (_shape_of(cell) + (cell.optimizer, hparams), (cell.optimizer, hparams),
             (cell.optimizer,), ())

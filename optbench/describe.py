@@ -20,6 +20,9 @@ import json
 import math
 import sys
 
+from optbench.errors import UsageError
+from optbench.plugins import combine_code
+
 
 def _json(value):
     """`value` as JSON would give it back (tuples as lists)."""
@@ -32,7 +35,7 @@ def _first_paragraph(doc: str | None) -> str:
 
 def optimizer(name: str) -> dict:
     """The description of registered optimizer `name`."""
-    from optbench import optim
+    from optbench import optim  # Numba: a store opened to read or report does without it
 
     s = optim.spec(name)
     return {
@@ -94,8 +97,6 @@ class TaskInfo:
         try:
             return self.info["lengths"][str(int(length))]
         except KeyError:
-            from optbench.errors import UsageError
-
             raise UsageError(f"task {self.name!r}: the store describes lengths "
                              f"{', '.join(self.info['lengths'])}, not {length}") from None
 
@@ -140,8 +141,6 @@ class Catalog:
     def code_key(self, optimizer_name: str, task_name: str) -> str | None:
         """The plugin code hash of a cell of (optimizer, task), as `plugins.code_key` gives
         it, from the recorded sources (the live registries for what is not recorded)."""
-        from optbench.plugins import combine_code
-
         if optimizer_name not in self.optimizers:
             self.optimizers[optimizer_name] = optimizer(optimizer_name)
         if task_name not in self.tasks:

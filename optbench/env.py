@@ -8,6 +8,8 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata
 
+from optbench import __version__
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -81,9 +83,7 @@ def environment(include_cuda: bool = True) -> dict:
     """A flat, JSON-able description of this process's environment."""
     import numpy
 
-    from optbench import __version__
-
-    from optbench.nn._jit import layout
+    from optbench.nn._jit import layout  # Numba, which importing this module must not load
 
     layer, threads = numba_threads()
     env = {

@@ -5,7 +5,7 @@ against PyTorch (optbench.nn.bench: forward + BPTT + Adam, GFLOP/s beside an SGE
 in the same process).
 
 with `--section batched`, K models of P parameters stepped as one (K, P) array against K
-separate 1-D steps (issue 8; P defaults to the seed LSTM's parameter count).
+separate 1-D steps (P defaults to the seed LSTM's parameter count).
 
 with `--section lockstep` (not part of `all`), training steps of K models of one shape in
 lockstep against K separate models and torch (optbench.lockstep.bench; `--model` sets the
@@ -29,6 +29,11 @@ import json
 import os
 import time
 
+from optbench import plugins
+from optbench.errors import UsageError
+
+# numpy, numba and what needs them (optim, nn, bandwidth, the benches) are imported inside
+# the functions: the CLI imports this module for `--help`, which must stay fast.
 DEFAULT_SIZES = (10, 14, 18, 22, 26)
 SIZE_RANGE = (4, 30)  # powers of two
 MIN_SAMPLE_S = 2e-3  # one timing sample runs the step at least this long
@@ -82,8 +87,7 @@ def configure(parser) -> None:
 
 def _parse(args):
     """Check every option before any work starts; return (optimizers, backends, sizes)."""
-    from optbench import optim, plugins
-    from optbench.errors import UsageError
+    from optbench import optim
 
     plugins.load_all(getattr(args, "plugin", []), what="--plugin")
     kernels = tuple(n for n in optim.names() if not hasattr(optim.spec(n), "kwargs"))
@@ -94,7 +98,7 @@ def _parse(args):
     try:
         sizes = tuple(int(s) for s in args.sizes.split(","))
     except ValueError:
-        raise UsageError(f"--sizes {args.sizes!r}: give powers of two as integers, e.g. 10,16,26")
+        raise UsageError(f"--sizes {args.sizes!r}: give powers of two as integers, e.g. 10,16,26") from None
     lo, hi = SIZE_RANGE
     if not sizes or any(not lo <= s <= hi for s in sizes):
         raise UsageError(f"--sizes {args.sizes!r}: each must be between {lo} and {hi} (2^N params)")
@@ -105,7 +109,7 @@ def _parse(args):
             raise UsageError(f"--{option.replace('_', '-')} {getattr(args, option)}: must be "
                              f"between {lo} and {hi}")
     if args.backends is None:
-        backends = ("cpu", "cuda") if _real_gpu() else ("cpu",)
+        backends = ("cpu", "cuda") if gpu_present() else ("cpu",)
     else:
         backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
     for backend in backends:
@@ -113,24 +117,28 @@ def _parse(args):
             raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(optim.BACKENDS)}")
     if "cuda" in backends:
         optim.create(names[0], backend="cuda")  # UsageError when there is neither GPU nor simulator
-        if not _real_gpu() and not args.simulator:
+        if not gpu_present() and not args.simulator:
             raise UsageError("backend 'cuda' runs in Numba's CUDA simulator here "
                              "(NUMBA_ENABLE_CUDASIM=1): its timings mean nothing; time cuda on "
                              "a GPU (or pass --simulator to try the plumbing)")
     return names, backends, sizes
 
 
+def _model_counts(option: str, text: str, example: str) -> tuple[int, ...]:
+    """A comma-separated list of model counts, each 1 to 4096; UsageError naming `option`."""
+    try:
+        ks = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: give model counts as integers, e.g. {example}"
+                         ) from None
+    if not ks or min(ks) < 1 or max(ks) > 4096:
+        raise UsageError(f"{option} {text!r}: each must be between 1 and 4096")
+    return ks
+
+
 def _parse_batch(args) -> tuple[tuple[int, ...], int]:
     """The batched section's model counts and parameters per model, checked."""
-    from optbench.errors import UsageError
-
-    try:
-        ks = tuple(int(s) for s in args.batch_models.split(","))
-    except ValueError:
-        raise UsageError(f"--batch-models {args.batch_models!r}: give model counts as "
-                         "integers, e.g. 1,8,64") from None
-    if not ks or min(ks) < 1 or max(ks) > 4096:
-        raise UsageError(f"--batch-models {args.batch_models!r}: each must be between 1 and 4096")
+    ks = _model_counts("--batch-models", args.batch_models, "1,8,64")
     size = seed_lstm_params() if args.batch_params is None else args.batch_params
     if not 1 <= size <= 1 << 26:
         raise UsageError(f"--batch-params {size}: must be between 1 and {1 << 26}")
@@ -139,7 +147,6 @@ def _parse_batch(args) -> tuple[tuple[int, ...], int]:
 
 def _parse_lockstep(args, backends) -> tuple:
     """The lockstep section's (shape, model counts or None for the defaults, devices)."""
-    from optbench.errors import UsageError
     from optbench.lockstep.bench import DEFAULT_CONFIG
     from optbench.nn import bench
 
@@ -148,14 +155,7 @@ def _parse_lockstep(args, backends) -> tuple:
         raise UsageError("the lockstep section times one --model shape at a time")
     ks = None
     if args.lockstep_models is not None:
-        try:
-            ks = tuple(int(s) for s in args.lockstep_models.split(","))
-        except ValueError:
-            raise UsageError(f"--lockstep-models {args.lockstep_models!r}: give model counts "
-                             "as integers, e.g. 1,16,64") from None
-        if not ks or min(ks) < 1 or max(ks) > 4096:
-            raise UsageError(f"--lockstep-models {args.lockstep_models!r}: each must be "
-                             "between 1 and 4096")
+        ks = _model_counts("--lockstep-models", args.lockstep_models, "1,16,64")
     devices = tuple(b for b in backends if b in ("cpu", "cuda"))
     return config, ks, devices
 
@@ -176,7 +176,8 @@ def _parse_models(args) -> tuple:
     return tuple(bench.parse_config(c) for c in args.models) if args.models else bench.CONFIGS
 
 
-def _real_gpu() -> bool:
+def gpu_present() -> bool:
+    """Whether a real CUDA GPU answers (False under the simulator)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return False
     try:
@@ -219,7 +220,7 @@ def _host_seconds(step, k: int) -> float:
     return time.perf_counter() - t0
 
 
-def _torch_cuda_seconds(torch):
+def torch_cuda_seconds(torch):
     def seconds(step, k: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -268,7 +269,7 @@ def _torch(torch, name: str, mode: str, device: str, n: int, rng, bytes_per_para
         opt = cls([p], **{mode: True})
     except (RuntimeError, TypeError, ValueError):
         return None  # no such implementation of this optimizer (on this device)
-    seconds = _torch_cuda_seconds(torch) if device == "cuda" else None
+    seconds = torch_cuda_seconds(torch) if device == "cuda" else None
     return Candidate(f"torch-{mode}", opt.step, bytes_per_param, seconds)
 
 
@@ -348,7 +349,7 @@ def run(args) -> int:
 
         report["lockstep"] = bench_lockstep(*lockstep, repeat=args.repeat, torch=torch)
     report["env"]["load_average_1min"] = load  # other processes' load skews every figure
-    report["env"]["cuda_simulator"] = "cuda" in backends and not _real_gpu()
+    report["env"]["cuda_simulator"] = "cuda" in backends and not gpu_present()
     if torch is not None:
         report["env"]["torch_threads"] = torch.get_num_threads()
     report["env"]["torch_status"] = (

@@ -8,8 +8,8 @@ tested on made-up machines.
 Why the default run uses worker processes with one Numba thread each when it has at least
 as many cells as cores: the threads of a Numba parallel region wait for each other at its
 end, and a training step is a few such regions per time step, so one thread descheduled by
-another process's work costs the whole team a time slice (a step 10-200x slower on a
-shared 2-core machine), while single-threaded processes just share the cores. Independent
+another process's work costs the whole team a scheduler time slice, many times the
+region's own work, while single-threaded processes just share the cores. Independent
 cells also scale better than threads within one small model.
 """
 

@@ -71,8 +71,13 @@ import json
 import math
 import os
 from dataclasses import dataclass, fields, replace
+
+from optbench import cost, machine, plugins, schedules
 from optbench.cell import Cell
 from optbench.errors import UsageError
+
+# Imported where used: nn, optim and tasks (numpy, Numba), which a config's checks reach
+# only after its syntax passed, and optbench.plan, which builds on this module's configs.
 
 TIERS = ("defaults", "tuned")
 ROLES = (*TIERS, "confirm")  # the tiers a cell can hold in a matrix
@@ -247,8 +252,6 @@ def expand(config: dict, source: str = "config", directory: str | None = None) -
     """Validate `config` (the keys in this module's docstring) and cross its axes into cells.
     Its `plugins` are loaded first (file paths relative to `directory`, else to the working
     directory), so their optimizers and tasks are known to the checks."""
-    from optbench import plugins
-
     c = _Checker(source)
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
@@ -303,8 +306,6 @@ def _check_size(norm: dict, c: _Checker) -> None:
 
 def _check_memory(matrix: Matrix, c: _Checker) -> None:
     """Each distinct cell shape against the machine's memory (one line naming the shape)."""
-    from optbench import cost, machine
-
     seen = {}
     longest = {t: max(_lengths(matrix.config, t)) for t in matrix.config["tasks"]}
     # the longest length a later wave can reach costs the most memory
@@ -501,8 +502,6 @@ def _horizon(raw, task_names: list[str], c: _Checker) -> dict:
 
 
 def _schedule(value, key: str, c: _Checker, steps: int) -> dict | None:
-    from optbench import schedules
-
     try:
         out = schedules.normalise(value, key)
         schedules.check_budget(out, steps, key)

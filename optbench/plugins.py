@@ -33,7 +33,11 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from optbench import sources
 from optbench.errors import UsageError
+
+# The registries (optbench.tasks, optbench.optim: numpy, Numba) are imported inside the
+# functions: the CLI loads this module with every config, before anything needs them.
 
 GROUP = "optbench.plugins"
 
@@ -117,8 +121,6 @@ def _module_name(path: str, text: str) -> str:
 
 
 def _load_text(plugin: Plugin, path: str | None = None) -> Plugin:
-    from optbench import sources
-
     if plugin.module in sys.modules:
         LOADED.setdefault(plugin.module, plugin)
         return plugin

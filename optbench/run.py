@@ -22,12 +22,18 @@ import sys
 from collections import Counter
 from contextlib import ExitStack
 
+from optbench import cost, machine, plugins
+from optbench import matrix as mx
+from optbench.errors import UsageError
+from optbench.matrix import DEFAULT_PRESET, PRESETS
+
+# The CLI imports this module for `--help`: what a run needs beyond checking its options
+# (the store, the executors, Numba, the report's pandas) is imported where the run uses it.
+
 DEFAULT_OUT = "results"
 
 
 def configure(parser) -> None:
-    from optbench.matrix import DEFAULT_PRESET, PRESETS
-
     parser.add_argument(
         "preset", nargs="?", metavar="PRESET",
         help=f"one of: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})",
@@ -74,10 +80,6 @@ def _int(text: str):
 
 
 def run(args) -> int:
-    from optbench import matrix as mx
-    from optbench import plugins
-    from optbench.errors import UsageError
-
     if args.preset is not None and args.config is not None:
         raise UsageError("give a PRESET or --config FILE, not both")
     plugins.load_all(getattr(args, "plugin", []), what="--plugin")
@@ -155,9 +157,6 @@ def _counts(m) -> str:
 def _check_counts(args) -> None:
     """--workers, --threads and --dask-local: positive, and no more than this machine can
     run side by side (a typo of a few zeros would start that many interpreters)."""
-    from optbench import machine
-    from optbench.errors import UsageError
-
     most = machine.WORKERS_PER_CORE * machine.cores()
     for option, value in (("--workers", args.workers), ("--threads", args.threads),
                           ("--dask-local", args.dask_local)):
@@ -191,8 +190,7 @@ def _finished(directory: str) -> set[str]:
 
 def _executor(args, todo):
     """(executor, the words that say how it runs): the user's choice, or this machine's."""
-    from optbench import cost, machine, runner
-    from optbench.errors import UsageError
+    from optbench import runner
 
     if args.scheduler or args.dask_local is not None:
         if args.threads is not None and args.scheduler:
@@ -226,15 +224,13 @@ def _executor(args, todo):
     return runner.Serial(plan.threads), plan.describe()
 
 
-# Below this much work (optbench.cost units; about 8 s of cells on one core here) worker
+# Below this much work (optbench.cost units; a few seconds of cells on one core) worker
 # processes cost more to start than they save.
 QUICK_WORK = 5e11
 
 
 def _need(todo, workers: int) -> tuple[int, int]:
     """(bytes of the largest cell to run, bytes `workers` processes of such cells need)."""
-    from optbench import cost, machine
-
     largest = max((cost.cell_bytes(c) for c in _shapes(todo)), default=0)
     return largest, (largest + machine.WORKER_BYTES) * workers if workers else largest
 
@@ -250,8 +246,6 @@ def _shapes(todo):
 
 
 def _fits(todo, workers: int) -> int:
-    from optbench import machine
-
     _, available = machine.memory()
     if available is None:
         return workers
@@ -260,8 +254,6 @@ def _fits(todo, workers: int) -> int:
 
 
 def _check_memory(todo, workers: int) -> None:
-    from optbench import machine
-
     largest, need = _need(todo, workers)
     what = (f"{workers} worker processes running cells of up to {machine.size(largest)} "
             "each (fewer --workers, or a smaller matrix)" if workers
@@ -272,7 +264,6 @@ def _check_memory(todo, workers: int) -> None:
 def _ranking(directory: str, matrix: str) -> str:
     """The answer, as on the report's summary pages: each optimizer's horizon where the
     matrix searches lengths, and the ranking over all problems with its 95 % intervals."""
-    from optbench.errors import UsageError
     from optbench.report import data as D
     from optbench.report import tables as T
 

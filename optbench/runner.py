@@ -32,17 +32,27 @@ that the mechanics can be tested with a cheap deterministic stand-in; it must be
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from optbench import machine
 from optbench.cell import Cell, Result
+from optbench.claims import Claims
+from optbench.cost import Eta
 from optbench.errors import UsageError
+from optbench.plugins import shipped
+
+# Imported where used: optbench.train (numpy; tests swap its run_cell), Numba and Dask.
 
 if TYPE_CHECKING:
     from optbench.matrix import Matrix
@@ -69,9 +79,7 @@ def run_cell(cell: Cell) -> Result:
 
 
 def cores() -> int:
-    from optbench.machine import cores as machine_cores
-
-    return machine_cores()
+    return machine.cores()
 
 
 def worker_env(workers: int, threads: int | None = None) -> dict[str, str]:
@@ -166,7 +174,7 @@ class Serial(_Reentrant):
             yield fn(cell)
 
 
-def _init_worker(env: dict[str, str], parent: int | None = None) -> None:
+def init_worker(env: dict[str, str], parent: int | None = None) -> None:
     # Runs in a fresh (spawned) worker before anything imports numba, so the thread counts
     # hold. Ctrl-C is the coordinating process's business: it stops the workers itself.
     os.environ.update(env)
@@ -184,10 +192,6 @@ class Processes(_Reentrant):
         self.name = f"on {workers} local worker processes"
 
     def run(self, fn: RunCell, cells: Iterable[Cell]) -> Iterator[Result]:
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-        from concurrent.futures.process import BrokenProcessPool
-
         feed = _cells(cells)
         retry: list[Cell] = []  # cells of a broken pool, first in line for the next one
         more = True
@@ -195,7 +199,7 @@ class Processes(_Reentrant):
         while more or retry:
             pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
+                initializer=init_worker,
                 initargs=(worker_env(self.workers, self.threads), os.getpid()),
             )
             running: dict = {}
@@ -221,7 +225,7 @@ class Processes(_Reentrant):
                             return
                         time.sleep(POLL_S)
                         continue
-                    done, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                    done, _ = wait_futures(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
                     for future in done:
                         try:
                             result = future.result()
@@ -244,13 +248,13 @@ class Processes(_Reentrant):
                         f"worker processes died {breakdowns} times in a row; cells not "
                         f"finished: {', '.join(sorted(c.key for c in retry))}")
             finally:
-                _stop(pool)
+                stop_pool(pool)
 
 
 _END = object()  # the end of a cell feed
 
 
-def _stop(pool) -> None:
+def stop_pool(pool) -> None:
     """Shut the pool down now: cancel queued cells and end the workers' current ones."""
     processes = list((pool._processes or {}).values())  # no public handle before Python 3.14
     pool.shutdown(wait=False, cancel_futures=True)
@@ -384,8 +388,6 @@ def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
     Returns how many cells ran. Safe to interrupt at any point: every stored cell is whole,
     and a rerun plans the same waves from what is stored.
     """
-    from optbench.claims import Claims
-
     ran = 0
     with executor:  # first, so that a scheduler out of reach leaves the store untouched
         members = matrix.plan(store.figures())
@@ -413,8 +415,6 @@ def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
 
 def _run_wave(executor, fn, todo, store, progress, claims) -> int:
     """Run the cells `todo` (as this run claims them) and store each result as it comes."""
-    from optbench.plugins import shipped
-
     ran = 0
     # Workers load this process's plugins.
     results = executor.run(shipped(fn), _noting(claims, store, progress, todo))
@@ -495,8 +495,6 @@ class Progress:
 
     def start(self, total: int, done: int, todo: Iterable[Cell] = (),
               counts: Counter | None = None, parallel: int = 1) -> None:
-        from optbench.cost import Eta
-
         self.total, self.done = total, done
         self.ran, self.counts = 0, Counter(counts or {})
         self.left = {cell.key: cell for cell in todo}

@@ -42,8 +42,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
+from optbench import __version__, describe
 from optbench.cell import PROTOCOL, Cell, Result
+from optbench.describe import Catalog
 from optbench.errors import UsageError
+from optbench.paths import make_writable_directory
 
 if TYPE_CHECKING:  # pandas is imported by `load` only, so `run --help` stays fast
     import pandas as pd
@@ -161,7 +164,7 @@ class Store:
                     self._conn.executemany(
                         "INSERT INTO meta VALUES (?, ?)",
                         [("schema", str(SCHEMA)), ("protocol", str(PROTOCOL)),
-                         ("optbench", _version()), ("created_at", _now())],
+                         ("optbench", __version__), ("created_at", _now())],
                     )
             tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
         if tables:
@@ -253,8 +256,6 @@ class Store:
     def _record_descriptions(self, cells) -> None:
         """Describe the cells' optimizers and tasks (inside record_matrix's transaction): a
         later wave's new lengths join the task's description."""
-        from optbench import describe
-
         optimizers, tasks = describe.for_cells(cells)
         for stmt in _DESCRIPTIONS_DDL:
             self._conn.execute(stmt)
@@ -406,8 +407,6 @@ class Results:
     @property
     def catalog(self):
         """The optimizers and tasks as described here (`optbench.describe.Catalog`)."""
-        from optbench.describe import Catalog
-
         return Catalog(self.optimizers, self.tasks)
 
     def tier(self, tier: str) -> "pd.DataFrame":
@@ -468,15 +467,6 @@ def check_directory(directory: str) -> None:
 def _check_writable(directory: str) -> None:
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError(f"output directory {directory!r} exists and is not a directory")
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"output directory {directory!r} cannot be created: {exc.strerror}") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"output directory {directory!r} is not writable")
-
-
-def _version() -> str:
-    from optbench import __version__
-
-    return __version__
+    make_writable_directory(
+        directory, lambda why: f"output directory {directory!r} cannot be created: {why}",
+        f"output directory {directory!r} is not writable")

@@ -78,11 +78,13 @@ def _run(spec, hparams, backend, n, steps, seed=0):
     rng = np.random.default_rng(seed)
     opt = _optimizer(spec, backend, **hparams)
     params = rng.standard_normal(n).astype(F32)
-    to = (lambda x: x)
     if backend == "cuda":
-        from numba import cuda
+        from numba import cuda  # only where a CUDA backend is asked for
 
         to = cuda.to_device
+    else:
+        def to(x):
+            return x
     p = to(params)
     state = opt.init(p)
     for _ in range(steps):

@@ -48,10 +48,14 @@ from time import perf_counter
 
 import numpy as np
 
-from optbench import schedules, tasks
+from optbench import env, schedules, tasks
 from optbench.cell import Cell, Result
 from optbench.errors import UsageError
+from optbench.plugins import code_key
 from optbench.tasks import Batch, Task
+
+# nn and optim (Numba) load with a cell's first build, not with this module: the report
+# reads this module's constants and must not pay for the compiler.
 
 DIVERGE_FACTOR = 10.0
 PROFILE_FRACTIONS = (0.25, 0.5, 0.75)  # plus step 1 and the last step run
@@ -62,15 +66,13 @@ EVAL_CHUNK = 256  # sequences per forward pass when scoring an evaluation set
 def environment() -> dict:
     """This process's environment, computed once (after the first warm-up, so that
     Numba's threading layer is known)."""
-    from optbench.env import environment as env
-
-    return env(include_cuda=False)
+    return env.environment(include_cuda=False)
 
 
 def run_cell(cell: Cell) -> Result:
     """Train `cell` and return its Result; bad cells raise UsageError before any work."""
     started = perf_counter()
-    task, length = _check(cell)
+    task, length = check_cell(cell)
     model, opt, state = build(cell, task)
     compile_s = _warm_up(cell, task, length, model, opt)
     run = _Loop(cell, task, length, model, opt, state)
@@ -81,7 +83,9 @@ def run_cell(cell: Cell) -> Result:
     return result
 
 
-def _check(cell: Cell) -> tuple[Task, int]:
+def check_cell(cell: Cell) -> tuple[Task, int]:
+    """(task, length) of `cell`; UsageError, one line, for any field out of range or for
+    plugin code that differs from what the cell was planned with."""
     task = tasks.get(cell.task)
     length = task.check_length(cell.length)
     for name in ("steps", "batch_size", "eval_every", "hidden"):
@@ -97,8 +101,6 @@ def _check(cell: Cell) -> tuple[Task, int]:
         raise UsageError(f"cell.hparams must be a dict such as {{'lr': 0.001}}; "
                          f"got {cell.hparams!r}")
     task.train_rng(cell.seed)  # validates the seed
-    from optbench.plugins import code_key
-
     if code_key(cell.optimizer, cell.task) != cell.code:
         raise UsageError(
             f"cell {cell.key} ({cell.optimizer} on {cell.task}) was planned with plugin code "
@@ -127,17 +129,28 @@ def build(cell: Cell, task: Task):
     return model, opt, opt.init(model.params)
 
 
-def clip(cell: Cell, grads: np.ndarray) -> float:
-    """Clip in place as the cell says; return the global norm before clipping."""
+def clipper(cell: Cell):
+    """The cell's clipping as a function of the gradients: it clips them in place and
+    returns their global norm before clipping. The training loop takes it once per cell."""
     from optbench import optim
 
     # Without norm clipping the bound is one that no norm of float32 gradients reaches
     # (those stay below 1e44), and small enough that bound / (norm + 1e-6) stays finite:
     # the call then only measures the (deterministic) norm.
-    norm = optim.clip_grad_norm(grads, cell.clip_norm or 1e300)
-    if cell.clip_value:
-        optim.clip_grad_value(grads, cell.clip_value)
-    return float(norm)
+    bound, value = cell.clip_norm or 1e300, cell.clip_value
+
+    def clip(grads: np.ndarray) -> float:
+        norm = optim.clip_grad_norm(grads, bound)
+        if value:
+            optim.clip_grad_value(grads, value)
+        return float(norm)
+
+    return clip
+
+
+def clip(cell: Cell, grads: np.ndarray) -> float:
+    """Clip in place as the cell says; return the global norm before clipping."""
+    return clipper(cell)(grads)
 
 
 def _warm_up(cell, task, length, model, opt) -> float:
@@ -195,12 +208,13 @@ class _Loop:
             outcome, solved_at = "solved", 0
         losses, norms, step, diag = [], [], 0, None
         schedule = cell.hparams.get("schedule")
+        clip = clipper(cell)
         t = perf_counter()
         while outcome == "budget" and step < cell.steps:
             step += 1
             x, y, mask = task.sample(rng, cell.batch_size, length)
             loss, grads, diag = model.loss_and_grad(x, y, loss=task.loss, mask=mask)
-            norm = clip(cell, grads)
+            norm = clip(grads)
             losses.append(float(loss))
             norms.append(norm)
             if not (math.isfinite(losses[-1]) and math.isfinite(norm)) or losses[-1] > limit:

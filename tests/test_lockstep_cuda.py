@@ -13,7 +13,7 @@ from optbench import nn, tasks
 from optbench.cell import Cell
 from optbench.lockstep import run_group
 from optbench.lockstep.cpu import Cpu
-from optbench.lockstep.engine import _targets
+from optbench.lockstep.engine import set_targets
 
 pytestmark = pytest.mark.cuda
 
@@ -48,7 +48,7 @@ def backends(kind, head, loss, outputs, seed=0):
         b = be.slots[0]
         for k in range(K):
             b["x"][k] = xs[k]
-            _targets(b, k, ys[k])
+            set_targets(b, k, ys[k])
             b["mask"][k] = masks[k]
             b["denom"][k] = float(masks[k].sum(dtype=np.float64)) * (outputs if loss == "mse"
                                                                      else 1)

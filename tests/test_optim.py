@@ -89,7 +89,10 @@ def one_step(name, backend, g=G, theta=THETA, steps=1, **hp):
     return p.astype(np.float64), state
 
 
-def sign_step(lr, eps, g=G.astype(np.float64)):
+G64 = G.astype(np.float64)
+
+
+def sign_step(lr, eps, g=G64):
     """lr * g / (|g| + eps): the first step of Adam, Adamax and Adagrad."""
     return lr * g / (np.abs(g) + eps)
 

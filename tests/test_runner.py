@@ -48,7 +48,9 @@ def _reference(directory, m):
 
 
 def test_interrupt_keeps_finished_cells_whole(tmp_path):
-    def interrupted_at_third(cell, seen=[]):
+    seen = []
+
+    def interrupted_at_third(cell):
         seen.append(cell)
         if len(seen) == 3:
             raise KeyboardInterrupt

@@ -8,7 +8,6 @@ import sys
 import warnings
 from dataclasses import asdict, replace
 
-import numpy as np
 import pytest
 
 from optbench import tasks

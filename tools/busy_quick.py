@@ -3,7 +3,7 @@ run` as a user would, and report its wall time.
 
     python tools/busy_quick.py --busy 0            # quick on a quiet machine (the reference)
     python tools/busy_quick.py --busy 2            # quick beside two processes that spin
-    python tools/busy_quick.py --busy 2 -- --threads 2 --timeout 600   # the old default: one
+    python tools/busy_quick.py --busy 2 -- --threads 2 --timeout 600   # the alternative: one
                                                    # process, two Numba threads (stopped at 10 min)
 
 Each run writes into a fresh temporary directory (no report) and compiles nothing new

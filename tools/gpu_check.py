@@ -1,4 +1,4 @@
-"""Issue 8's GPU checks and benchmarks in one go, ending in one compact table; with
+"""The optimizer kernels' GPU checks and benchmarks in one go, ending in one compact table; with
 --lockstep, the lockstep engine's instead.
 
     python tools/gpu_check.py              # on a GPU machine, from the repository root: ~3-5 min
@@ -38,7 +38,7 @@ Stages, each a subprocess with its own time limit (a hang cannot eat the session
 4. batched `python -m optbench kernels --section batched --backends cpu,cuda`: K = 1, 8, 64
            models of the seed LSTM's size, one (K, P) step against K separate launches.
 
-The table at the end names the card and checks issue 8's targets for Adam at 2^28: at least
+The table at the end names the card and checks the targets for Adam at 2^28: at least
 1.05x torch's fused step and at least 90% of the copy bandwidth (28 bytes per parameter).
 
 numpy: numba-cuda 0.30 fails to compile under numpy 2.5 (shared/gpu/README.md), and the GPU
@@ -54,6 +54,7 @@ Python 3.12 and a machine without pytest:
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import itertools
 import json
@@ -357,10 +358,10 @@ def sweep(plan) -> dict:
         opt = optim.create("adam", backend="cuda")
         state = opt.init(p)
         row = {"threads": threads, "per_thread": per_thread, "waves": waves,
-               **timed(lambda: opt.step(p, g, state), n), "grid": _grid(opt)}
+               **timed(functools.partial(opt.step, p, g, state), n), "grid": _grid(opt)}
         batched = optim.create("adam", backend="cuda", lr=np.full(k, 1e-3))
         bstate = batched.init(pk)
-        row["batched"] = timed(lambda: batched.step(pk, gk, bstate), k * size)
+        row["batched"] = timed(functools.partial(batched.step, pk, gk, bstate), k * size)
         rows.append(row)
     out = {"copy": copy, "rows": rows, "params": n, "models": k, "model_params": size}
     try:
@@ -431,7 +432,7 @@ def table(results: dict, failed: list, simulate: bool, seconds: float) -> str:
         if adam:
             vs = adam["vs_torch_fused"]
             lines.append(
-                f"issue 8 targets, Adam: >= 1.05x torch fused: "
+                "targets, Adam: >= 1.05x torch fused: "
                 + ("no torch" if vs is None else f"{vs:.2f}x {'PASS' if vs >= 1.05 else 'FAIL'}")
                 + f"; >= 90% of copy: {100 * adam['share_of_bandwidth']:.0f}% "
                 + ("PASS" if adam["share_of_bandwidth"] >= 0.9 else "FAIL"))

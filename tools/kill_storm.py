@@ -27,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import helpers  # tests/helpers.py: the store comparison
+import helpers  # noqa: E402  (tests/helpers.py, importable once sys.path names tests/)
 
 CONFIG = helpers.TINY_TOML.replace("seeds = 2", "seeds = 6").replace(
     "steps = 60", "steps = 1500").replace("eval_every = 20", "eval_every = 100")

@@ -8,8 +8,8 @@ after one short warm-up cell per shape so that compilation stays out of the figu
 prints one CSV row per cell: its canonical config, outcome, steps run, evaluations, its
 wall seconds in training and evaluation, and the process CPU seconds of the whole call.
 CPU seconds on one thread are what a cell costs whatever else the machine runs at the time
-(a shared machine's wall seconds varied 3-4x within one recording here), which is why the
-replay test reads them.
+(a shared machine's wall seconds vary with the other load), which is why the replay test
+reads them.
 """
 
 from __future__ import annotations

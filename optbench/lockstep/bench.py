@@ -28,14 +28,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from optbench import nn, optim
+from optbench.bandwidth import device_seconds
+from optbench.kernels import Candidate, gpu_present, torch_cuda_seconds
+from optbench.lockstep.engine import set_targets
+from optbench.optim.drivers import cuda_module
+
 DEFAULT_CONFIG = ("lstm", 64, 100, 32, 2)  # the GPU target's shape
 DEFAULT_MODELS = {"cpu": (1, 4, 16), "cuda": (1, 16, 64, 256)}
 SIDES = ("lockstep", "separate", "torch", "vmap", "cudnn", "cudnn_vmap")
 
 
 def _models(kind, H, I, K):
-    from optbench import nn
-
     return [nn.build(kind, I, H, 1, seed=k) for k in range(K)]
 
 
@@ -47,9 +51,6 @@ def _data(rng, K, B, T, I):
 
 def _lockstep(device, kind, H, T, B, I, K, rng):
     """The engine's step for K models; returns (step, synchronize)."""
-    from optbench import optim
-    from optbench.lockstep.engine import _targets
-
     models = _models(kind, H, I, K)
     if device == "cpu":
         from optbench.lockstep.cpu import Cpu as Backend
@@ -61,7 +62,7 @@ def _lockstep(device, kind, H, T, B, I, K, rng):
     slot = be.slots[0]
     slot["x"][:] = x
     for k in range(K):
-        _targets(slot, k, y[k])
+        set_targets(slot, k, y[k])
     slot["denom"][:] = B
     opt = optim.create("adam", backend=be.optim_backend, lr=np.geomspace(1e-4, 1e-2, K))
     state = opt.init(be.params)
@@ -76,8 +77,6 @@ def _lockstep(device, kind, H, T, B, I, K, rng):
 
 
 def _separate_cpu(kind, H, T, B, I, K, rng):
-    from optbench import optim
-
     models = _models(kind, H, I, K)
     x, y = _data(rng, K, B, T, I)
     opts = [optim.create("adam", backend="cpu", lr=lr) for lr in np.geomspace(1e-4, 1e-2, K)]
@@ -205,19 +204,13 @@ def bench_lockstep(config=DEFAULT_CONFIG, ks=None, devices=("cpu",), repeat: int
                    torch=None) -> list[dict]:
     """One row per (device, K): seconds per step and sequences x steps per second of each
     side (module docstring). torch: the module, or None to leave its sides out."""
-    from optbench.bandwidth import device_seconds
-    from optbench.kernels import Candidate, _torch_cuda_seconds
-    from optbench.optim.drivers import cuda_module
-
     kind, H, T, B, I = config
     rows = []
     for device in devices:
         real_gpu = False
         if device == "cuda":
-            from optbench.kernels import _real_gpu
-
             cuda_module()
-            real_gpu = _real_gpu()
+            real_gpu = gpu_present()
         for K in (ks or DEFAULT_MODELS[device]):
             rng = np.random.default_rng(0)
             clock = device_seconds if device == "cuda" else None
@@ -230,7 +223,7 @@ def bench_lockstep(config=DEFAULT_CONFIG, ks=None, devices=("cpu",), repeat: int
                 cands.append(Candidate("vmap", _torch_vmap(torch, "cpu", kind, H, T, B, I, K,
                                                            rng), 0))
             if torch is not None and real_gpu and torch.cuda.is_available():
-                tclock = _torch_cuda_seconds(torch)
+                tclock = torch_cuda_seconds(torch)
                 cands.append(Candidate("cudnn", _torch_separate(torch, "cuda", kind, H, T, B, I,
                                                                 K, rng), 0, tclock))
                 cands.append(Candidate("cudnn_vmap", _torch_vmap(torch, "cuda", kind, H, T, B,

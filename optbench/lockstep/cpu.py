@@ -20,9 +20,9 @@ pass the same way, one (model, block of sequences) unit at a time.
 
 Everything runs on the calling thread, one parallel region at a time, which is also what
 Numba's workqueue threading layer needs (it aborts on concurrent launches). Drawing the
-next step's batches on the calling thread while a step ran on a helper thread (the
-kernels release the GIL) measured slower on the 2-core development machine: three busy
-threads on two cores (0.81x on 32 LSTM(32) models at T = 50, 0.78x on tiny ones).
+next step's batches on the calling thread while a step runs on a helper thread (the
+kernels release the GIL) would put one busy thread more than there are cores on the
+kernels' team, and a parallel region waits for its slowest thread.
 """
 
 from __future__ import annotations
@@ -40,13 +40,11 @@ from optbench.nn._bptt import gate_grads, head_grads, pack_weights
 from optbench.nn._gemm import mm_tn
 from optbench.nn._jit import JIT, KC, STAMP, panel_width
 from optbench.nn.losses import mse, xent
-from optbench.nn.model import SPREAD, Model, _row_stride, _zeros
+from optbench.nn.model import SPREAD, Model, row_stride, aligned_zeros
 
 KINDS = ("lstm", "gru", "rnn")  # the `kind` index the kernels branch on
 # Clipping and optimizer steps over fewer elements than this run on one thread: they are
-# memory-bound and short, and waking a second thread for them cost more than it saved on
-# the shared 2-core machine (32 x 400 parameters: 3.6 ms to clip on two threads, 86 us on
-# one; 32 x 40,000: 12.6 against 3.3 ms).
+# memory-bound and short, so waking a second thread for them costs more than it saves.
 ONE_THREAD_BELOW = 1 << 20
 EVAL_CHUNK = 256  # sequences per forward pass, as optbench.train scores a set
 
@@ -105,7 +103,7 @@ def _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, dh, dc, norm
 @_jit
 def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, is_xent, y, labels,
             mask, denom, params, grads, cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
-            zb, gb, cb, db, norms, yb, dwt, dyb, zh, profile):
+            zb, gb, cb, dstate, norms, yb, dwt, dyb, zh, profile):
     """One model's forward, loss, BPTT and gate gradients (a thread's share of `_train`):
     its batch (x; MSE targets y or class indices `labels`, as `is_xent` says; mask,
     denom), parameters, gradients, dY, head rows and profile; the thread's packed
@@ -126,7 +124,7 @@ def _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows, x, is
         loss = xent(yb, labels, mask, denom, dy)
     else:
         loss = mse(yb, y, mask, denom, dy)
-    _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, db[:, 0], db[:, 1], norms,
+    _backward_rows(kind, z, g, c, dy, bwd, bwd_pk, headt, headt_pk, dstate[:, 0], dstate[:, 1], norms,
                    rows[0:2], hidden, hp, every)
     zm = zb.reshape((-1, zb.shape[2]))
     mm_tn(zm, gb.reshape((-1, gb.shape[2])), dwt, panels[0], KC)
@@ -154,14 +152,14 @@ def _head(every, dims, offs, grads, dyb, zh, dwhead):
 def _train(kind, n, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
            x, is_xent, y, labels, mask, denom, params, grads,
            cat, cat_pk, bwd, bwd_pk, head, head_pk, headt, headt_pk,
-           zb, gb, cb, db, norms, yb, dwt, dyb, zh, dwhead, profile, losses):
+           zb, gb, cb, dstate, norms, yb, dwt, dyb, zh, dwhead, profile, losses):
     """One training step's forward, loss, BPTT and gradients for models 0 .. n-1.
 
     Per model k: x[k], y[k] or labels[k], mask[k], denom[k] (its batch, as loss_and_grad
     checks them; y float32 (B, S, O) for MSE, labels int64 (B, S) for cross-entropy),
     params[k] -> grads[k], profile[k] (grad_norm_per_step), losses[k] (the loss *sum*;
     the mean is losses[k] / denom[k]). Per thread: the packed weights (cat, bwd, head,
-    headt), Z (zb), G (gb), c (cb), dL/dh and dL/dc (db), norms, outputs (yb), dWcat^T.
+    headt), Z (zb), G (gb), c (cb), dL/dh and dL/dc (dstate), norms, outputs (yb), dWcat^T.
     Per model, kept for the head's product after the parallel region: dY (dyb) and the
     head's [h_t | 1] rows (zh). dims = (hidden, Hp, inputs, outputs, gate rows, n_hh, ...).
     The bodies are separate functions, so that no parfor pass rewrites the model code.
@@ -171,7 +169,7 @@ def _train(kind, n, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
         losses[k] = _member(kind, every, dims, offs, gate_i, gate_h, ih, hh, panels, rows,
                             x[k], is_xent, y[k], labels[k], mask[k], denom[k], params[k], grads[k], cat[w], cat_pk,
                             bwd[w], bwd_pk, head[w], head_pk, headt[w], headt_pk, zb[w],
-                            gb[w], cb[w], db[w], norms[w], yb[w], dwt[w], dyb[k], zh[k],
+                            gb[w], cb[w], dstate[w], norms[w], yb[w], dwt[w], dyb[k], zh[k],
                             profile[k])
     for k in range(n):
         _head(every, dims, offs, grads[k], dyb[k], zh[k], dwhead)
@@ -251,7 +249,7 @@ class Cpu:
         self.outs = outs
         pool = numba.config.NUMBA_NUM_THREADS  # thread ids are below it
         gh = len(m.spec.gates) * H
-        self.wz, self.wg = _row_stride(m.z_cols, np.float32), _row_stride(m.g_width, np.float32)
+        self.wz, self.wg = row_stride(m.z_cols, np.float32), row_stride(m.g_width, np.float32)
         self.op = -(-O // nr) * nr
         self.dims = np.array([H, m.h_width, I, O, gh, m.spec.n_hh_blocks, self.wz, self.wg,
                               self.op], np.int64)
@@ -269,17 +267,17 @@ class Cpu:
         self.params = np.zeros((members, m.n_params), f32)
         self.grads = np.zeros((members, m.n_params), f32)
         # Per thread (training): packed weights and the BPTT buffers of loss_and_grad.
-        self.packed = {name: _zeros((pool, size), f32) for name, size in self.pk_sizes.items()}
-        self.zb = _zeros((pool, batch, steps + 1, self.wz), f32)
+        self.packed = {name: aligned_zeros((pool, size), f32) for name, size in self.pk_sizes.items()}
+        self.zb = aligned_zeros((pool, batch, steps + 1, self.wz), f32)
         self.zb[:, :, :, H] = 1
-        self.gb = _zeros((pool, batch, steps + 1, self.wg), f32)
-        self.cb = _zeros((pool, batch, steps + 1, m.h_width) if m.spec.cell_state
+        self.gb = aligned_zeros((pool, batch, steps + 1, self.wg), f32)
+        self.cb = aligned_zeros((pool, batch, steps + 1, m.h_width) if m.spec.cell_state
                          else (pool, 0, 0, 0), f32)
         per_row = max(2, -(-SPREAD // (m.h_width * 4)))
-        self.db = _zeros((pool, batch, per_row, m.h_width), f32)
+        self.dstate = aligned_zeros((pool, batch, per_row, m.h_width), f32)
         self.norms = np.zeros((pool, batch, steps), f32)
-        self.yb = _zeros((pool, outs, batch, self.op), f32)
-        self.dwt = _zeros((pool, m.z_cols, m.g_width), f32)
+        self.yb = aligned_zeros((pool, outs, batch, self.op), f32)
+        self.dwt = aligned_zeros((pool, m.z_cols, m.g_width), f32)
         # Per model: dY, the head's rows of Z, the gradient-norm profile and the loss.
         self.dyb = np.zeros((members, batch, outs + 1, O), f32)
         self.zh = np.zeros((members, batch * (steps + 1) if self.every else batch, H + 1), f32)
@@ -312,7 +310,7 @@ class Cpu:
                    b["labels"], b["mask"], b["denom"], self.params, self.grads,
                    self.packed["cat"], self.pk["cat"], self.packed["bwd"], self.pk["bwd"],
                    self.packed["head"], self.pk["head"], self.packed["headt"], self.pk["headt"],
-                   self.zb, self.gb, self.cb, self.db, self.norms, self.yb, self.dwt, self.dyb,
+                   self.zb, self.gb, self.cb, self.dstate, self.norms, self.yb, self.dwt, self.dyb,
                    self.zh, self.dwhead, self.profile, self.losses)
         return self.losses[:n].copy()
 
@@ -358,14 +356,14 @@ class Cpu:
             m, f32 = self.template, np.float32
             pool, rows = numba.config.NUMBA_NUM_THREADS, EVAL_CHUNK
             outs = steps if self.every else 1
-            e = {name: _zeros((max(members, 1), size), f32)
+            e = {name: aligned_zeros((max(members, 1), size), f32)
                  for name, size in self.pk_sizes.items()}
             e["steps"] = steps
-            e["z"] = _zeros((pool, rows * 2 * self.wz), f32)
+            e["z"] = aligned_zeros((pool, rows * 2 * self.wz), f32)
             e["z"].reshape(pool, rows * 2, self.wz)[:, :, m.hidden_size] = 1
-            e["g"] = _zeros((pool, rows * self.wg), f32)
-            e["c"] = _zeros((pool, rows * 2 * m.h_width if m.spec.cell_state else 0), f32)
-            e["y"] = _zeros((pool, outs * rows * self.op), f32)
+            e["g"] = aligned_zeros((pool, rows * self.wg), f32)
+            e["c"] = aligned_zeros((pool, rows * 2 * m.h_width if m.spec.cell_state else 0), f32)
+            e["y"] = aligned_zeros((pool, outs * rows * self.op), f32)
             self._eval = e
         return e
 

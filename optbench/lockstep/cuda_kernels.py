@@ -57,13 +57,13 @@ from types import SimpleNamespace
 import numba
 from numba import cuda
 
-from optbench.nn._act import _CLAMP, _P, _Q
+from optbench.nn._act import TANH_CLAMP, TANH_P, TANH_Q
 
 F32 = numba.float32
 ZERO, HALF, ONE = F32(0.0), F32(0.5), F32(1.0)
-CLAMP = F32(_CLAMP)
-P0, P1, P2, P3, P4, P5, P6 = (F32(v) for v in _P)
-Q0, Q1, Q2, Q3 = (F32(v) for v in _Q)
+CLAMP = F32(TANH_CLAMP)
+P0, P1, P2, P3, P4, P5, P6 = (F32(v) for v in TANH_P)
+Q0, Q1, Q2, Q3 = (F32(v) for v in TANH_Q)
 LSTM, GRU, RNN = 0, 1, 2  # the `kind` of optbench.lockstep.cpu.KINDS
 TILE = 16  # weight_grads' output tile (TILE x TILE threads)
 REDUCE = 256  # reduce_rows' threads (a power of 2: a tree)

@@ -37,9 +37,14 @@ from time import perf_counter
 
 import numpy as np
 
+from optbench import schedules, train
 from optbench.cell import Cell, Result
 from optbench.errors import UsageError
 from optbench.tasks import Batch
+from optbench.train import DIVERGE_FACTOR, EVAL_CHUNK, PROFILE_FRACTIONS, environment
+
+# optim, and the backends (Numba), load inside the functions that step: this module comes
+# with the package, which `run --engine lockstep` imports to check its options first.
 
 # train.clip's bound without norm clipping: no norm of float32 gradients reaches it, and
 # bound / (norm + 1e-6) stays finite, so the call only measures the norm.
@@ -141,8 +146,6 @@ class _Sub:
 
 class _Group:
     def __init__(self, cells: list[Cell], device: str):
-        from optbench import train
-
         started = perf_counter()
         if device not in DEVICES:
             raise UsageError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
@@ -152,10 +155,10 @@ class _Group:
         if len(keys) != 1:
             raise UsageError("the cells of a lockstep group must share "
                              f"{', '.join(GROUP_FIELDS)}; got {len(keys)} different ones")
-        self.task, self.length = train._check(cells[0])
+        self.task, self.length = train.check_cell(cells[0])
         built = {}
         for cell in cells:
-            train._check(cell)
+            train.check_cell(cell)
             if not batchable(cell):
                 raise UsageError(f"optimizer {cell.optimizer!r} has no batched (K, P) step "
                                  "(a torch.optim class); run its cells with --engine cells")
@@ -194,8 +197,6 @@ class _Group:
     def _lrs(self, sub: _Sub, step: int) -> dict:
         """{"lr": each member's lr at `step`} when a member of `sub` has a schedule (as
         optbench.train computes it: the cell's lr times the schedule's factor), else {}."""
-        from optbench import schedules
-
         scheduled = [m.cell.hparams.get("schedule") for m in sub.members]
         if not any(scheduled):
             return {}
@@ -224,7 +225,7 @@ class _Group:
         for i, m in enumerate(self.members):
             x, y, mask = self.task.sample(m.rng, self.batch, self.length)
             b["x"][i] = x
-            _targets(b, i, y)
+            set_targets(b, i, y)
             if mask is None:
                 b["denom"][i] = float(self.batch * S * count)
             else:
@@ -233,8 +234,6 @@ class _Group:
 
     def _evaluate(self, rows: list[int], sets: list[Batch], xs=None) -> list[tuple]:
         """(loss, metric) of the members in `rows` on their `sets`, as _Loop.evaluate."""
-        from optbench.train import EVAL_CHUNK
-
         xs = np.stack([s.x for s in sets]) if xs is None else xs
         out = self.backend.predict(rows, xs)
         scores = []
@@ -269,7 +268,7 @@ class _Group:
         b = self.backend.slots[0]
         x, y, mask = self.warm
         b["x"][0] = x
-        _targets(b, 0, y)
+        set_targets(b, 0, y)
         if mask is not None:
             b["mask"][0] = mask
         b["denom"][0] = 1.0
@@ -291,7 +290,6 @@ class _Group:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Iterator[Result]:
         from optbench import optim
-        from optbench.train import DIVERGE_FACTOR, PROFILE_FRACTIONS, environment
 
         self._warm_up()
         self.env = {**environment(), **self.backend.environment(),
@@ -449,7 +447,7 @@ class _Group:
         self.backend.close()
 
 
-def _targets(b: dict, i: int, y: np.ndarray) -> None:
+def set_targets(b: dict, i: int, y: np.ndarray) -> None:
     """Row i of the batch set's targets: class indices or MSE targets, (B, S[, O])."""
     if b["labels"].shape[1]:
         b["labels"][i] = y.reshape(b["labels"].shape[1:])

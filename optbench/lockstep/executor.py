@@ -16,14 +16,19 @@ group's unfinished members, which run again on a fresh pool.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue as queues
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from optbench.cell import Cell, Result
 from optbench.errors import UsageError
-from optbench.lockstep.engine import DEVICES, plan, run_group
+from optbench.lockstep.engine import DEVICES, batchable, plan, run_group
+from optbench.plugins import ensure
+from optbench.runner import MAX_BREAKDOWNS, WorkerLost, init_worker, stop_pool, worker_env
 
 ENGINES = ("cells", "lockstep")
 POLL_S = 0.5  # how long to wait when the feed has nothing to start (other runs' cells)
@@ -95,8 +100,6 @@ class Lockstep:
         runs cells whose optimizer has no batched step (torch.optim classes); the rest are
         trained by the engine, with run_cell's loop for each member. Plugins that `fn`
         carries (optbench.plugins.shipped) are loaded in the worker processes too."""
-        from optbench.lockstep.engine import batchable
-
         feed = iter(cells)
         more = True
         while more:
@@ -127,13 +130,9 @@ _RESULTS = None  # a worker's queue to the coordinating process
 
 def _init_worker(env: dict, parent: int, results, plugins: tuple) -> None:
     global _RESULTS
-    from optbench.runner import _init_worker as init
-
-    init(env, parent)
+    init_worker(env, parent)
     _RESULTS = results
     if plugins:
-        from optbench.plugins import ensure
-
         ensure(plugins)
 
 
@@ -151,12 +150,6 @@ def _on_processes(groups: list[list[Cell]], workers: int, group_size: int,
     """Groups on `workers` spawned processes; Results as they arrive. A pool that breaks
     (a worker died) is replaced and the members not yet back run again, up to
     runner.MAX_BREAKDOWNS times in a row without progress."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    from optbench.runner import MAX_BREAKDOWNS, WorkerLost, _stop, worker_env
-
     ctx = multiprocessing.get_context("spawn")
     pending = {c.key: c for g in groups for c in g}
     breakdowns = 0
@@ -177,7 +170,9 @@ def _on_processes(groups: list[list[Cell]], workers: int, group_size: int,
                         if f.done() and isinstance(f.exception(), BrokenProcessPool):
                             broken = True
                         elif f.done() and f.exception() is not None:
-                            raise f.exception()
+                            # as is: `from` would replace the worker's traceback, which
+                            # concurrent.futures chains to the exception as its cause
+                            raise f.exception()  # noqa: B904
                     continue
                 if result.key in pending:
                     del pending[result.key]
@@ -197,7 +192,7 @@ def _on_processes(groups: list[list[Cell]], workers: int, group_size: int,
                     raise WorkerLost(f"worker processes died {breakdowns} times in a row; "
                                      f"cells not finished: {', '.join(sorted(pending))}")
         finally:
-            _stop(pool)
+            stop_pool(pool)
             results.close()
 
 

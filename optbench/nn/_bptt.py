@@ -21,12 +21,9 @@ parameter gradients are read back from it with the same block map.
 
 Storage is batch-major, (B, slots, width), and the kernels see time-major views (Z[s] is
 a (B, width) slice whose rows lie a whole sequence apart). A batch chunk, and so a
-thread, then owns one contiguous stretch of each buffer. Time-major storage interleaved
-the threads' rows in every slot, and on the shared 2-core development VM that ran the
-H=32 forward pass at 256-300 us against 230-265 us on two threads, and at 430-550 us
-against 230-290 us in the spells in which two threads scale badly there
-(tools/scaling_spells.py); over whole training steps, same process, 1.02-1.06x.
-In training G has one zero slot more than steps, so that Z and G, as (B * (T+1), width)
+thread, then owns one contiguous stretch of each buffer; time-major storage would
+interleave the threads' rows in every slot, so that neighbouring threads write the same
+cache lines and each slot's stretch is split. In training G has one zero slot more than steps, so that Z and G, as (B * (T+1), width)
 matrices, pair row for row in the weight-gradient product.
 """
 
@@ -133,9 +130,9 @@ def pack_weights(w_ih, w_hh, b_ih, b_hh, head_w, head_b, gate_i, gate_h, n_hh, h
     Wcat ([h | 1 | x] @ Wcat = all gate pre-activations; `gate_i[block]`, `gate_h[block]`:
     the gate whose input / recurrent rows feed a block, -1 for none), the backward
     operand (blocks 0 .. n_hh-1, the ones with recurrent rows), the head [W^T; b] and
-    W_head itself. Serial: on two threads it measured no faster (H=32: 0.042 ms against
-    0.034 on one; H=128: 0.18 against 0.17; H=512: 3.0 against 2.4), and a parallel
-    region is one more point where a busy machine can keep a thread waiting."""
+    W_head itself. Serial: packing streams each weight once, too little work to gain from
+    a second thread, and a parallel region is one more point where a busy machine can
+    keep a thread waiting."""
     nr = NV * VECTOR_BYTES // cat_data.itemsize
     n_cat = cat_pk.shape[0]
     for p in range(n_cat + bwd_pk.shape[0]):

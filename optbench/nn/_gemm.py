@@ -4,11 +4,12 @@ head's small product.
 
 Why not BLAS every time step? A time step multiplies a few batch rows by a fixed weight
 matrix, e.g. (16 x 128) @ (128 x 512) per thread at the seed's configuration. OpenBLAS
-packs the weight matrix again on every call and reaches 40-70 GFLOP/s on such shapes
-(measured here on an AMD EPYC, single thread, ~100 GFLOP/s peak). The weights do not
-change during a pass, so `pack` lays them out once per call in panels of NR columns, and
-`mm` runs an MR x NR register tile over them (`_tile`, written in LLVM vector IR so
-that the accumulators stay in registers): 93-107 GFLOP/s on the same shapes.
+packs the weight matrix again on every call, which on such small products costs about as
+much as the multiply-adds. The weights do not change during a pass, so `pack` lays them
+out once per call in panels of NR columns, and `mm` runs an MR x NR register tile over
+them (`_tile`, written in LLVM vector IR so that the accumulators stay in registers),
+close to the core's peak on the same shapes (`python -m optbench kernels --section
+models` reports the GFLOP/s beside an SGEMM).
 
 Packed layout. A packed right operand is a flat array `data` plus an int table `pk`
 with one row (offset, k0, k1) per panel p: for k0 <= k < k1 and 0 <= j < NR,
@@ -29,7 +30,7 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 from numba.np.linalg import ensure_blas
 
-from optbench.nn._act import _CLAMP, _P, _Q
+from optbench.nn._act import TANH_CLAMP, TANH_P, TANH_Q
 from optbench.nn._jit import JIT, MR, NV, VECTOR_BYTES, kernel
 
 ensure_blas()  # numba's BLAS entry points come from scipy.linalg.cython_blas
@@ -47,16 +48,16 @@ def _vector_tanh(builder, x, fma):
     def const(v):
         return ir.Constant(vty, [float(v)] * vty.count)
 
-    hi, lo = const(_CLAMP), const(-_CLAMP)
+    hi, lo = const(TANH_CLAMP), const(-TANH_CLAMP)
     # Selects, not minnum / maxnum: NaN compares false and so passes through, as in _act.
     v = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
     v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
     x2 = builder.fmul(v, v)
-    p = const(_P[0])
-    for coef in _P[1:]:
+    p = const(TANH_P[0])
+    for coef in TANH_P[1:]:
         p = builder.call(fma, [p, x2, const(coef)])
-    q = const(_Q[0])
-    for coef in _Q[1:]:
+    q = const(TANH_Q[0])
+    for coef in TANH_Q[1:]:
         q = builder.call(fma, [q, x2, const(coef)])
     return builder.fdiv(builder.fmul(v, p), q)
 
@@ -277,7 +278,7 @@ def mm_tn(a, b, c, panels, kc):
     a block of A is read from memory once and stays in cache across the panels, and a
     panel's block of B (kc x NR) stays in L2 (or L1, for short blocks) across the row
     tiles. That needs B's row stride to be an odd number of cache lines (see
-    model._row_stride): at 2 KiB, say, all rows would fall into a few sets and evict
+    model.row_stride): at 2 KiB, say, all rows would fall into a few sets and evict
     each other.
     """
     nr = NV * VECTOR_BYTES // b.itemsize

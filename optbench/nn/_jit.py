@@ -32,8 +32,7 @@ JIT_PARALLEL = {**JIT, "parallel": True}
 # operand times NV vectors of VECTOR_BYTES. With AVX-512 that is 8 x 32 float32 (16 of
 # the 32 zmm registers as accumulators); with AVX2 4 x 16 float32 (8 of the 16 ymm), so
 # neither spills registers. The taller tile halves the loads of the right operand per
-# multiply-add: the weight-gradient product ran 1.2x (H=32) to 1.5x (H=512) faster with
-# it than with 4 x 32. Batch rows are split between threads in units of ROWS (a chunk
+# multiply-add, which is what bounds the weight-gradient product. Batch rows are split between threads in units of ROWS (a chunk
 # that is not a multiple of MR ends with 4-row tiles).
 # OPTBENCH_NN_VECTOR_BYTES=32 forces the AVX2 layout (for tests on an AVX-512 machine);
 # it is part of the kernels' cache stamp (`kernel`), so switching it recompiles them.
@@ -74,8 +73,7 @@ ROWS = 4
 # Rows of the time x batch sum per block in the weight-gradient product (_gemm.mm_tn):
 # each block's partial sums are loaded and stored once per row tile, so longer blocks
 # cost fewer of those; KC x NR of the right operand (64 KiB in float32 with AVX-512)
-# then stays in L2 rather than L1. Measured on the 2-core AMD EPYC (AVX-512): 512 rows
-# ran that product 1.15x (H=32), 1.06x (H=128) and 1.12x (H=512) faster than 128.
+# then stays in L2 rather than L1, which the product's streaming access tolerates.
 KC = 512
 
 

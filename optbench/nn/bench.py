@@ -29,9 +29,18 @@ import sys
 import tempfile
 import time
 
+import numba
 import numpy as np
 
-# (model, H, T, B, I): the seed's configuration first, then the sizes the issue targets.
+from optbench import nn, optim
+from optbench.env import cpu_name
+from optbench.errors import UsageError
+from optbench.nn import names
+from optbench.nn._gemm import gemm
+from optbench.nn._jit import layout
+
+# (model, H, T, B, I): the seed's configuration first, then a small and a large hidden size
+# and the other two cells at the seed's size.
 CONFIGS = (("lstm", 128, 100, 32, 2), ("lstm", 32, 100, 32, 2), ("lstm", 512, 100, 32, 2),
            ("gru", 128, 100, 32, 2), ("rnn", 128, 100, 32, 2))
 TURN = 5
@@ -40,8 +49,6 @@ FIELDS = ("model", "H", "T", "B", "I", "numba_ms", "serial_ms", "torch_ms", "spe
 
 
 def _ours(kind, H, T, B, I, rng):
-    from optbench import nn, optim
-
     model = nn.build(kind, I, H, 1, seed=0)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     y = rng.standard_normal((B, 1)).astype(np.float32)
@@ -77,8 +84,6 @@ def _torch(kind, H, T, B, I, rng):
 
 def sgemm_gflops(n: int = 2048, repeat: int = 3) -> float:
     """GFLOP/s of an n x n x n float32 product through the BLAS that Numba calls."""
-    from optbench.nn._gemm import gemm
-
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, n, n)).astype(np.float32)
     c = np.empty((n, n), np.float32)
@@ -102,8 +107,6 @@ def bench_models(configs=CONFIGS, repeat: int = 20, with_torch: bool | None = No
 
     with_torch: None = when torch is installed. Timings are medians of `repeat` steps.
     """
-    import numba
-
     if with_torch is None:
         try:
             import torch  # noqa: F401
@@ -152,8 +155,6 @@ def bench_models(configs=CONFIGS, repeat: int = 20, with_torch: bool | None = No
 
 
 def _on_one_thread(step):
-    import numba
-
     def serial():
         before = numba.get_num_threads()
         numba.set_num_threads(1)
@@ -206,9 +207,6 @@ def format_rows(rows: list[dict]) -> str:
 
 def parse_config(text: str) -> tuple:
     """"lstm:128:100:32:2" -> ("lstm", 128, 100, 32, 2): model:H:T:B:I."""
-    from optbench.errors import UsageError
-    from optbench.nn import names
-
     parts = text.split(":")
     if len(parts) != 5 or parts[0] not in names() or not all(p.isdigit() and int(p) > 0
                                                              for p in parts[1:]):
@@ -231,16 +229,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optbench.errors import UsageError
-
     configs = [parse_config(c) for c in args.config] if args.config else CONFIGS
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1; got {args.repeat}")
     rows = bench_models(configs, args.repeat, with_torch=False if args.no_torch else None)
     starts = start_times() if args.start_times else None
-    from optbench.env import cpu_name
-    from optbench.nn._jit import layout
-
     if args.json:
         print(json.dumps({"cpu": cpu_name(), "nn_layout": layout(), "rows": rows,
                           "start_s": starts}, indent=1))
@@ -259,8 +252,6 @@ def format_starts(starts: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from optbench.errors import UsageError
-
     parser = argparse.ArgumentParser(prog="python -m optbench.nn.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(parser)

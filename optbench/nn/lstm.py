@@ -74,7 +74,9 @@ def _cell_forward(typingctx, rows, hidden, g, hp, c0, c1, z):
     def codegen(context, builder, signature, args):
         hidden, hp = args[1], args[3]
         vty, lanes, fma = vector_type(context, builder, dtype)
-        n = lambda value: ir.Constant(hp.type, value)
+        def n(value):
+            return ir.Constant(hp.type, value)
+
         lo, hi, (gp, ldg), (c0p, ldc), (c1p, _), (zp, ldz) = _rows_and_pointers(
             context, builder, signature, args, 0, (2, 4, 5, 6), n, vty.element)
         n_vec = builder.sdiv(builder.add(hidden, n(lanes - 1)), n(lanes))
@@ -136,7 +138,9 @@ def _cell_backward(typingctx, rows, dh, g, hp, c0, c1, dc, norms, t):
         sqrt = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ety, [ety]),
             "llvm.sqrt.f32" if isinstance(ety, ir.FloatType) else "llvm.sqrt.f64")
-        n = lambda value: ir.Constant(t.type, value)
+        def n(value):
+            return ir.Constant(t.type, value)
+
         lo, hi, (dhp, lddh), (gp, ldg), (c0p, ldc), (c1p, _), (dcp, lddc), (normp, ldn) = (
             _rows_and_pointers(context, builder, signature, args, 0, (1, 2, 4, 5, 6, 7), n, ety))
         n_vec = builder.sdiv(hp, n(lanes))  # Hp is a multiple of the panel width

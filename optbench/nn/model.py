@@ -7,6 +7,29 @@ backward kernel (same chunks), and the weight gradients (one product over all st
 split by columns between the threads): three parallel regions. Work buffers are kept
 per input shape and reused, so a warm call allocates only its small results. A model is
 not safe to call from two threads at once.
+
+The work buffers of one input shape (`_Workspace`; B sequences, T steps, S output steps:
+T with head "every", else 1; the notation of optbench.nn._bptt). A name ending in b is
+the batch-major storage, (B, slot, width), one contiguous stretch per thread; the name
+without it is the time-major view the kernels index as [t, b]; one ending in m is the
+same storage as a matrix of (sequence, slot) rows for the weight-gradient products.
+
+    zb / z   Z: z_t = [h_{t-1} | 1 | x_t] per slot (column H the constant 1 that
+             multiplies the biases); in training T + 1 slots, slot T holding h_T, read
+             back by the backward pass; in evaluation two slots used in turn.
+    gb / g   G: the gate activations of each step (forward), overwritten by the backward
+             pass with dL/d(pre-activation) of each gate block; in training one zero slot
+             more than steps, so that G and Z pair row for row; one slot in evaluation.
+    cb / c   the LSTM's cell state c_t per slot (empty for RNN and GRU).
+    y        the head's outputs y_s = W_head h_s + b_head, (S, B, O padded to the panel).
+    dyb / dy dL/dy_s from the loss, slot 0 kept zero (pairs with Z's first slot).
+    ones     the all-ones mask used when the caller passes none.
+    rows     the batch rows each thread's chunk starts at (whole ROWS-row tiles).
+    dstate   (training) per sequence: row 0 dL/dh_t, row 1 dL/dc_t (LSTM) or GRU
+             scratch, rewritten at every step; dh, dc are those rows.
+    norms    (training) |dL/dh_t| per sequence and step: the gradient-norm profile.
+    zm, gm   Z and G as (B * slots, width) matrices: dWcat^T = Z^T G.
+    dym, zhead  dL/dy and the [h_s | 1] rows they belong to: dW_head = dY^T [h | 1].
 """
 
 from __future__ import annotations
@@ -18,6 +41,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from optbench import cost, machine
 from optbench.errors import UsageError
 from optbench.nn import gru, lstm, rnn
 from optbench.nn._bptt import CellSpec, pack_weights, weight_grads
@@ -93,8 +117,6 @@ def _check_memory(kind: str, input_size: int, hidden_size: int, output_size: int
                   dtype) -> None:
     """UsageError, one line, for a model larger than this machine's memory (numpy would
     raise a MemoryError, or a ValueError for sizes past its address space)."""
-    from optbench import cost, machine
-
     machine.check_memory(cost.model_bytes(kind, input_size, hidden_size, output_size,
                                           np.dtype(dtype).itemsize),
                          f"a {kind} model of hidden_size {hidden_size:,} and input_size "
@@ -119,7 +141,7 @@ def _threads(n: int):
     """Run one call's kernels on n threads when that is fewer than Numba's: a batch of a
     single row tile has nothing to share, and an idle member of the thread team must
     still be scheduled before a parallel region ends, which on a busy machine can take a
-    time slice (4 ms) per region."""
+    scheduler time slice per region."""
     before = numba.get_num_threads()
     if n >= before:
         yield
@@ -135,7 +157,7 @@ _ALIGN = 64
 SPREAD = 1024  # bytes between the rows of dh / dc (see _Workspace)
 
 
-def _zeros(shape, dtype) -> np.ndarray:
+def aligned_zeros(shape, dtype) -> np.ndarray:
     """np.zeros whose data starts on a cache line (numpy's allocator gives 16 bytes, and
     then every vector of a row that starts on a line boundary spans two lines)."""
     dtype = np.dtype(dtype)
@@ -145,7 +167,7 @@ def _zeros(shape, dtype) -> np.ndarray:
     return raw[skip:skip + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def _row_stride(width: int, dtype) -> int:
+def row_stride(width: int, dtype) -> int:
     """Elements per buffer row: `width` rounded up to an odd number of 64-byte lines, so
     that successive rows fall into different L1 sets (see _gemm.mm_tn)."""
     per_line = 64 // np.dtype(dtype).itemsize
@@ -167,25 +189,25 @@ class _Workspace:
                               for i in range(chunks + 1)], np.int64)
         # Batch-major storage (optbench.nn._bptt): the kernels see time-major views.
         H, O, slots = m.hidden_size, m.output_size, steps + 1 if train else 2
-        self.zb = _zeros((batch, slots, _row_stride(m.z_cols, dt)), dt)
+        self.zb = aligned_zeros((batch, slots, row_stride(m.z_cols, dt)), dt)
         self.zb[:, :, H] = 1  # the constant input that multiplies the biases
         # Training: one more G slot than steps, left zero, so that G and Z pair row for row.
-        self.gb = _zeros((batch, slots if train else 1, _row_stride(m.g_width, dt)), dt)
-        self.cb = _zeros((batch, slots, m.h_width) if m.spec.cell_state else (0, 0, 0), dt)
+        self.gb = aligned_zeros((batch, slots if train else 1, row_stride(m.g_width, dt)), dt)
+        self.cb = aligned_zeros((batch, slots, m.h_width) if m.spec.cell_state else (0, 0, 0), dt)
         self.dyb = np.zeros((batch, outs + 1, O), dt)  # slot 0 stays zero (pairs with Z's)
         self.z, self.c = self.zb.transpose(1, 0, 2), self.cb.transpose(1, 0, 2)
         self.g = self.gb[:, :steps if train else 1].transpose(1, 0, 2)
         self.dy = self.dyb[:, 1:].transpose(1, 0, 2)
-        self.y = _zeros((outs, batch, -(-O // nr) * nr), dt)
+        self.y = aligned_zeros((outs, batch, -(-O // nr) * nr), dt)
         self.ones = np.ones((batch, outs), dt)
         if train:
             # dL/dh_t and (LSTM) dL/dc_t, or (GRU) scratch: written at every step, each row
             # by its thread. Rows SPREAD bytes apart or more, so that the threads' rows are
-            # far from each other: at H=32 (128-byte rows) side by side they cost 1.09x on
-            # whole training steps against rows 1 KiB apart (same process, 2-core VM).
+            # far from each other: side by side, small rows (128 bytes at H=32) of two
+            # threads share cache lines and prefetched pages, and each write moves them.
             per_row = max(2, -(-SPREAD // (m.h_width * dt.itemsize)))
-            self.db = _zeros((batch, per_row, m.h_width), dt)
-            self.dh, self.dc = self.db[:, 0], self.db[:, 1]
+            self.dstate = aligned_zeros((batch, per_row, m.h_width), dt)
+            self.dh, self.dc = self.dstate[:, 0], self.dstate[:, 1]
             self.norms = np.zeros((batch, steps), dt)
             # The weight-gradient products' operands: all (row, slot) pairs of Z and G, and
             # dY with the [h_t | 1] rows of the steps that have an output.
@@ -242,15 +264,15 @@ class Model:
             "head": panel_table([(0, H + 1)] * -(-O // nr), nr),
             "headt": panel_table([(0, O)] * (hp // nr), nr),
         }
-        self._packed = {k: (_zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
+        self._packed = {k: (aligned_zeros(size, dtype), pk) for k, (pk, size) in tables.items()}
         # The weight-gradient product runs each block's rows of Z in whole ROWS-row tiles
         # (`_grad_panels`): the rows past a block's k range are Z's zero padding or rows of
-        # another block, and what they sum into dWcat^T is never read back. Without that,
-        # LSTM's H+1+I = 35 rows at H=32 ended in three 1-row tiles, latency-bound, which
-        # took 9% of the product's time for 3 of its 35 rows.
+        # another block, and what they sum into dWcat^T is never read back. Whole tiles keep
+        # a block's last rows out of 1-row tiles, which are latency-bound (LSTM's H+1+I =
+        # 35 rows at H=32 would end in three of them).
         self._grad_rows = [(k0, k0 + -(-(k1 - k0) // ROWS) * ROWS) for k0, k1 in k_ranges]
         self.z_cols = max(k1 for _, k1 in self._grad_rows)  # Z columns the product reads
-        self._dwt = _zeros((self.z_cols, self.g_width), dtype)  # dWcat^T
+        self._dwt = aligned_zeros((self.z_cols, self.g_width), dtype)  # dWcat^T
         self._dwhead = np.zeros((O, H + 1), dtype)
         self._workspaces: OrderedDict = OrderedDict()
         self._panels: dict[int, np.ndarray] = {}

@@ -1,4 +1,4 @@
-"""K models in one step (issue 8): per-model hyper-parameters, and the state of K models.
+"""K models in one step: per-model hyper-parameters, and the state of K models.
 
     lr = np.array([1e-4, 3e-4, 1e-3])                      # K = 3
     opt = optim.create("adam", backend="cpu", lr=lr, betas=np.array([[0.9, 0.999]] * 3))

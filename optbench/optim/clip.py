@@ -22,7 +22,7 @@ import numpy as np
 
 from optbench.errors import UsageError
 from optbench.optim import drivers, tuning
-from optbench.optim.optimizer import BACKENDS, _checked
+from optbench.optim.optimizer import BACKENDS, checked_shape
 
 
 def clip_grad_norm(grads, max_norm, backend: str | None = None):
@@ -32,7 +32,7 @@ def clip_grad_norm(grads, max_norm, backend: str | None = None):
     defaults to "cpu" for numpy arrays, "cuda" for device arrays; "numpy" runs the plain
     reference."""
     backend = _backend(grads, backend)
-    shape = _checked(grads, "grads", backend, writeable=True)
+    shape = checked_shape(grads, "grads", backend, writeable=True)
     rows = grads.reshape(1, shape[0]) if len(shape) == 1 else grads
     c = _max_norms(max_norm, shape)
     if backend == "numpy":
@@ -64,7 +64,7 @@ def clip_grad_value(grads, clip_value: float, backend: str | None = None) -> Non
     place (NaN stays NaN), as torch.nn.utils.clip_grad_value_."""
     backend = _backend(grads, backend)
     c = np.float32(_positive("clip_value", clip_value))
-    _checked(grads, "grads", backend, writeable=True)
+    checked_shape(grads, "grads", backend, writeable=True)
     flat = grads.reshape(grads.size)
     if backend == "numpy":
         np.clip(flat, -c, c, out=flat)

@@ -37,15 +37,19 @@ from __future__ import annotations
 
 import inspect
 import operator
+import types
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numba
 import numpy as np
+from numba.core import types as nbtypes
 from numba.core.extending import register_jitable
 
 from optbench import sources
 from optbench.errors import UsageError
 from optbench.optim.scalar import ZERO
+from optbench.optim.spec import validate
 
 F32 = np.float32
 
@@ -68,8 +72,6 @@ def _element(rule, factory: bool, options: tuple):
 
 def _copy(fn):
     """A copy of `fn` that optbench registers with Numba, whether or not the author did."""
-    import types
-
     out = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
                              fn.__closure__)
     out.__qualname__ = fn.__qualname__
@@ -132,8 +134,6 @@ class Layout:
 
 def known_slots(spec) -> set[str]:
     """Every slot name the spec uses under its defaults or any of its cases."""
-    from optbench.optim.spec import validate
-
     names = set()
     for case in ({}, *spec.cases):
         try:
@@ -285,15 +285,12 @@ def check_compiles(spec, h: dict) -> None:
     """Compile the rule for float32 values under hyper-parameters `h` and check what it
     returns; UsageError, one line, if it does not compile or returns anything but float32
     (one per slot parameter, after the param)."""
-    import numba
-    from numba.core import types
-
     lay = layout(spec, h)
     fn = element(spec, spec.option_values(h))
     probe = numba.njit(getattr(fn, "__wrapped__", fn), error_model="numpy")
     sig = f"{fn.__name__}({', '.join(lay.params)})"
     try:
-        probe.compile((types.float32,) * len(lay.params))
+        probe.compile((nbtypes.float32,) * len(lay.params))
     except Exception as exc:  # noqa: BLE001 - any compile error of the user's rule is one line
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()
                       and not ln.startswith(("-", "During"))), type(exc).__name__)
@@ -302,7 +299,7 @@ def check_compiles(spec, h: dict) -> None:
                          ) from None
     returned = probe.nopython_signatures[-1].return_type
     outs = lay.slot_params
-    want = types.float32 if not outs else types.UniTuple(types.float32, 1 + len(outs))
+    want = nbtypes.float32 if not outs else nbtypes.UniTuple(nbtypes.float32, 1 + len(outs))
     if returned != want:
         shape = ("the new param" if not outs else
                  f"(param, {', '.join(outs)}): {1 + len(outs)} values")

@@ -4,8 +4,8 @@ one launch), and the clipping kernels.
 Imported only after `drivers.cuda_module()` found a GPU or the simulator. The kernels name
 `cuda` as a module global, which is how the simulator swaps in its fake device API.
 
-What the step kernels do to reach the memory bandwidth (the reasoning; the numbers on a
-card are for tools/gpu_check.py to measure, none was measured here):
+What the step kernels do to reach the memory bandwidth (the reasoning; tools/gpu_check.py
+measures the result on a card):
 
 - Memory-level parallelism: a step streams 4-8 float32 arrays and computes little, so its
   speed is the bytes in flight per SM. Each thread loads `tuning.CUDA_ELEMENTS_PER_THREAD`

@@ -10,22 +10,21 @@ which i each thread visits, and which h it passes:
 - CPU: `@njit(parallel=True)`, `prange` over the elements (Numba hands each thread one
   contiguous range, which LLVM vectorizes); below `tuning.CPU_SERIAL_BELOW` elements a plain
   loop on the calling thread, because waking the workers costs more than the update.
-- CPU, batched (issue 8): K models as the rows of C-contiguous (K, P) arrays, passed
+- CPU, batched: K models as the rows of C-contiguous (K, P) arrays, passed
   raveled, with H a (K, len(h)) float32 array, row k model k's scalars. `prange` runs over
   fixed chunks of `tuning.CPU_BATCH_CHUNK` elements of one row each; a chunk unpacks its
   model's row of H into the tuple h once and runs the same rule over its flat indices, a
   plain loop LLVM vectorizes as in the 1-D step, provided its index is unsigned: with a
-  signed index every p[i] carries Numba's negative-index wraparound, which stopped LLVM
-  vectorizing and made the batched Adam step 7x slower than the 1-D one (measured, one
-  thread, 16 x 67k). Same rule, same scalars, no fastmath: each row's bits equal a 1-D
-  step of that model.
+  signed index every p[i] carries Numba's negative-index wraparound, a branch that stops
+  LLVM vectorizing the loop. Same rule, same scalars, no fastmath: each row's bits equal a
+  1-D step of that model.
 - CUDA (`cuda_kernels`): a grid-stride loop, so any grid covers any n; the batched kernel
   adds a grid y dimension over the models.
 
 The options are closure constants of the update, so Numba prunes switched-off code paths
-(amsgrad, nesterov, ...) from its own IR before LLVM sees them. Passed as a runtime tuple
-instead, LLVM could not always fold them after inlining, and a branch left in the loop
-stopped vectorization: NAdam ran 7x slower. For K models in one launch the options must
+(amsgrad, nesterov, ...) from its own IR before LLVM sees them. From a runtime tuple LLVM
+cannot always fold them after inlining, and a branch left in the loop stops vectorization.
+For K models in one launch the options must
 therefore agree across the models (`optbench.optim.batch`); their scalars may differ.
 
 Caching: Numba keys its on-disk cache by the driver's source file and the closure's pickled

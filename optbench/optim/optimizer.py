@@ -8,6 +8,8 @@ launch ("cpu", "cuda") or one call of the numpy reference ("numpy"); for K model
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from optbench.errors import UsageError
@@ -23,7 +25,7 @@ BACKENDS = ("numpy", "cpu", "cuda")
 F32 = np.dtype(np.float32)
 
 
-def _checked(x, what: str, backend: str, writeable: bool):
+def checked_shape(x, what: str, backend: str, writeable: bool):
     """x's shape if x is a C-contiguous float32 array for `backend`, else a UsageError saying
     what is wrong (host arrays must also be writeable unless told)."""
     if backend == "cuda":
@@ -58,7 +60,7 @@ def _checked(x, what: str, backend: str, writeable: bool):
 def vector_size(x, what: str, backend: str, writeable: bool = True) -> int:
     """The length of `x` if it is a 1-D contiguous float32 vector for `backend`, else a
     UsageError saying what is wrong (host arrays must also be writeable unless told)."""
-    shape = _checked(x, what, backend, writeable)
+    shape = checked_shape(x, what, backend, writeable)
     if len(shape) != 1:
         raise UsageError(f"{what} must be one flat 1-D vector, got shape {shape}")
     return shape[0]
@@ -67,7 +69,7 @@ def vector_size(x, what: str, backend: str, writeable: bool = True) -> int:
 def batch_shape(x, what: str, backend: str, writeable: bool = True) -> tuple[int, int]:
     """(K, P) if `x` is a C-contiguous (K, P) float32 array for `backend` (one row per
     model), else a UsageError saying what is wrong."""
-    shape = _checked(x, what, backend, writeable)
+    shape = checked_shape(x, what, backend, writeable)
     if len(shape) != 2 or 0 in shape:
         raise UsageError(f"{what} must be a (K, P) array, one row of P > 0 parameters per "
                          f"model, got shape {shape}")
@@ -98,8 +100,8 @@ class State(SlotLookup):
            copy_to_host() one to look at it); `state[name]` is the same vector.
     host:  scalar state kept on the host (NAdam's mu_product).
 
-    Slots are separate allocations, as torch's: as rows of one (slots, n) array the CPU step
-    ran 1.5-2.5x slower at 2^26 parameters, as separate vectors at torch's speed.
+    Slots are separate allocations, as torch's: the CPU step streams each as a vector of its
+    own, which at large sizes runs faster than the rows of one (slots, n) array.
     """
 
     __slots__ = ("step", "names", "slots", "host", "size", "on_device")
@@ -173,7 +175,7 @@ class Optimizer:
         """A fresh state (step 0) for `params`: a 1-D contiguous float32 vector, or K models'
         parameters as a C-contiguous (K, P) array (numpy for "numpy"/"cpu", a CUDA device
         array for "cuda")."""
-        shape = _checked(params, "params", self.backend, writeable=True)
+        shape = checked_shape(params, "params", self.backend, writeable=True)
         if len(shape) == 2:
             return self._init_batch(params)
         if self.models is not None:
@@ -306,8 +308,6 @@ class Optimizer:
 
 def learning_rate(lr, optimizer: str) -> float:
     """A step's learning rate, checked as the hyper-parameter is."""
-    import math
-
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) \
             or not math.isfinite(lr) or lr < 0:
         raise UsageError(f"{optimizer}: the step's lr={lr!r} must be a finite number >= 0")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from numbers import Real
 
+from optbench import plugins, sources
 from optbench.errors import UsageError
 from optbench.optim import adagrad, adam, adamax, contract, lion, nadam, radam, rmsprop, sgd
 from optbench.optim.spec import Spec, range_of, validate
@@ -50,7 +51,7 @@ def spec(name: str) -> Spec:
     except (KeyError, TypeError):
         pass
     if isinstance(name, str) and (name.startswith("torch.") or ":" in name):
-        from optbench.optim import torch_adapter
+        from optbench.optim import torch_adapter  # it registers here: imports each other
 
         return SPECS[torch_adapter.register(name)]
     raise UsageError(f"unknown optimizer {name!r}; choose one of: {', '.join(SPECS)}")
@@ -70,8 +71,6 @@ def source_key(name: str) -> str:
     if hasattr(s, "code_key"):  # a torch optimizer: torch's version and its module's source
         return s.code_key()
     if name not in _SOURCE_KEYS:
-        from optbench import sources
-
         _SOURCE_KEYS[name] = sources.key(s)
     return _SOURCE_KEYS[name]
 
@@ -81,8 +80,6 @@ def register(s: Spec, *, origin: str | None = None) -> Spec:
     it (so `register` also works as `SPEC = optim.register(Spec(...))`). Registering the
     same name again from the same code is a no-op; another spec under a taken name, or a
     built-in's name, is refused with one line."""
-    from optbench import plugins, sources
-
     check(s)
     where = origin or plugins.loading() or getattr(s.rule, "__module__", None) or "?"
     if s.name in BUILTIN:
@@ -163,6 +160,4 @@ def check(s: Spec) -> None:
 
 def _entry_points() -> None:
     """Load the installed packages' plugins (entry-point group `optbench.plugins`) once."""
-    from optbench import plugins
-
     plugins.load_entry_points()

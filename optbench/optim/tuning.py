@@ -6,8 +6,8 @@ their closures, so Numba's on-disk cache keys follow them and nothing stale is l
 
 # Numba fastmath flags for the CPU step kernels: none. Without them the kernels reproduce
 # the numpy reference bit for bit (tests assert it), NaN and inf propagate as in torch, and
-# they are no slower where it counts: at 2^26 parameters the step is memory-bound, and at
-# 2^16 'contract' (FMA) measured within noise. 'nnan'/'ninf' would also let LLVM drop the
+# they lose little: at 2^26 parameters the step is memory-bound, and at 2^16 'contract'
+# (FMA) saves a rounding, not a load. 'nnan'/'ninf' would also let LLVM drop the
 # NaN checks that keep a diverging run visible.
 CPU_FASTMATH = frozenset()
 
@@ -30,8 +30,8 @@ NORM_CHUNK = 1 << 16
 # tree), and a cap on blocks. The step kernels launch CUDA_WAVES full waves instead: the SM
 # count times the blocks of that kernel that fit on one SM (the occupancy API, asked once
 # per kernel), or fewer when the work is smaller. One wave: every block starts at once and
-# strides over its share, so no SM idles while a last partial wave runs; with 1024 blocks
-# of 256 threads the grid used to fill 7.8 of an H200's 8 blocks per SM. CUDA_MAX_BLOCKS is
+# strides over its share, so no SM idles while a last partial wave runs (a fixed 1024 blocks
+# of 256 threads leaves part of a wave on an H200's 132 SMs x 8 blocks). CUDA_MAX_BLOCKS is
 # the step kernels' grid only where there is no occupancy to ask (the simulator). The
 # clipping kernels always use CUDA_MAX_BLOCKS: their norm sums per block, so a grid fixed
 # by n keeps it deterministic.
@@ -48,6 +48,6 @@ CUDA_MAX_BLOCKS = 1024
 # which full occupancy (2048 threads x 16 B = 32 KiB per SM) barely gives. With 4 elements
 # a thread has 64 bytes in flight: Adam's step compiles (ptxas, sm_90) to 38 registers,
 # 6 blocks of 256 per SM, 96 KiB per SM; 8 elements take 145 registers (1 block per SM).
-# Chosen by this reasoning and the ptxas figures, NOT yet measured on a card:
-# tools/gpu_check.py sweeps threads per block and elements per thread on a GPU.
+# Chosen by this reasoning and the ptxas figures; tools/gpu_check.py sweeps threads per
+# block and elements per thread on a GPU to check the choice.
 CUDA_ELEMENTS_PER_THREAD = 4

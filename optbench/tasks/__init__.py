@@ -18,6 +18,7 @@ Your own task: subclass `Task` (or `ClassificationTask`), set its attributes, wr
 
 from __future__ import annotations
 
+from optbench import plugins, sources
 from optbench.errors import UsageError
 from optbench.tasks.adding import Adding
 from optbench.tasks.base import Batch, ClassificationTask, Task
@@ -51,8 +52,6 @@ def _digits(permuted: bool) -> Task:
 def names(load_plugins: bool = True) -> tuple[str, ...]:
     """The registered task names (built-ins, then plugins, in registration order)."""
     if load_plugins:
-        from optbench import plugins
-
         plugins.load_entry_points()
     return tuple(_FACTORIES)
 
@@ -87,8 +86,6 @@ def source_key(name: str) -> str:
     if origin(name) == "built-in":
         return ""
     if name not in _SOURCE_KEYS:
-        from optbench import sources
-
         _SOURCE_KEYS[name] = sources.key(_FACTORIES[name])
     return _SOURCE_KEYS[name]
 
@@ -100,8 +97,6 @@ def register(factory=None, *, name: str | None = None, origin: str | None = None
     other code is refused with one line; the same code registered again is a no-op."""
     if factory is None:
         return lambda f: register(f, name=name, origin=origin)
-    from optbench import plugins, sources
-
     if not callable(factory):
         raise UsageError(f"tasks.register wants a Task subclass or a function returning a "
                          f"Task; got {type(factory).__name__}")

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from optbench import cost, machine
 from optbench.errors import UsageError
 
 # Sizes of the fixed evaluation sets of the synthetic tasks (sequences). The validation set
@@ -90,8 +91,6 @@ class Task:
         return self._sample(rng, int(batch_size), length)
 
     def _check_memory(self, batch_size: int, length: int) -> None:
-        from optbench import cost, machine
-
         machine.check_memory(cost.batch_bytes(self, batch_size, self.steps(length)),
                              f"a batch of {batch_size:,} {self.name} sequences of length "
                              f"{length:,}")
