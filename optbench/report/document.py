@@ -33,6 +33,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from optbench.errors import UsageError
+from optbench.paths import make_writable_directory
 from optbench.report import data as D
 from optbench.report import figures as F
 from optbench.report import tables as T
@@ -91,12 +92,8 @@ def check_out(out: str) -> str:
     if not out.lower().endswith(".pdf"):
         raise UsageError(f"--out {out!r}: the report is a PDF; give a path ending in .pdf")
     parent = os.path.dirname(os.path.abspath(out))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out {out!r}: cannot create {parent!r} ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out!r}: {parent!r} is not writable")
+    make_writable_directory(parent, lambda why: f"--out {out!r}: cannot create {parent!r} ({why})",
+                            f"--out {out!r}: {parent!r} is not writable")
     companion = os.path.splitext(os.path.abspath(out))[0]
     if os.path.isdir(companion) and not _is_report_folder(companion):
         # A new report replaces the folder beside its PDF whole: never one that holds
