@@ -119,6 +119,13 @@ def test_every_presets_report_shape(preset, tmp_path):
         kinds = {p.kind for p in report.pages if p.section == task}
         assert {"success", "curves-steps", "curves-time", "grad-flow"} <= kinds
         assert ("lr" in kinds) == ("tuned" in m.config["tiers"])
+    if m.config["horizon"]["tasks"]:  # every length tried, in each of the three formats
+        tables = os.path.join(os.path.splitext(report.pdf)[0], "tables")
+        rows = len(open(os.path.join(tables, "horizon_lengths.csv")).read().splitlines()) - 1
+        md = open(os.path.join(tables, "horizon_lengths.md")).read()
+        tex = open(os.path.join(tables, "horizon_lengths.tex")).read()
+        assert rows > 0 and md.count("\n| ") - 2 * md.count("\n## ") == rows
+        assert tex.count("\\\\") >= rows and "confirm" in md
     text = run.summary(Store.open(str(tmp_path)).frames(matrix=m.name), m)
     assert "NaN" not in text and "nan" not in text
 

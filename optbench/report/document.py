@@ -244,7 +244,10 @@ class _Content:
                     ["task", "model", "hidden"], sort=False)]
             paths += T.write(directory, "horizons", self.horizons, sections,
                              f"{self.data.name}: horizons (the longest length solved)")
-            paths += T.write(directory, "horizon_lengths", self.lengths, [],
+            sections = [(f"{task}, {model}({hidden})", T.lengths_display(rows))
+                        for (task, model, hidden), rows in self.lengths.groupby(
+                            ["task", "model", "hidden"], sort=False)]
+            paths += T.write(directory, "horizon_lengths", self.lengths, sections,
                              f"{self.data.name}: every length tried")
         paths += T.write(directory, f"winners_{self.tier}", self.winners,
                          [("per problem", T.winners_display(self.winners))],

@@ -108,6 +108,22 @@ def untuned_display(rows: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def lengths_display(lengths: pd.DataFrame) -> pd.DataFrame:
+    """One (task, model, hidden)'s rows of `data.horizon_table`: per optimizer and length
+    tried, the lr it was tuned to, the seeds that decided, solved/seeds with the 95 % Wilson
+    interval, and whether the length passed."""
+    return pd.DataFrame({
+        "optimizer": lengths["entrant"],
+        "T": [str(int(t)) for t in lengths["length"]],
+        "lr": [num(x, ".3g") + (f" ({e} edge)" if isinstance(e, str) and e else "")
+               for x, e in zip(lengths["lr"], lengths["edge"])],
+        "seeds": lengths["seeds_from"],
+        "solved": [f"{int(k)}/{int(n)} {interval(lo, hi, '.0%')}" for k, n, lo, hi in zip(
+            lengths["solved"], lengths["seeds"], lengths["ci_low"], lengths["ci_high"])],
+        "passed": ["?" if pd.isna(p) else "yes" if p else "no" for p in lengths["passed"]],
+    })
+
+
 def horizon_display(summary: pd.DataFrame, lengths: pd.DataFrame) -> pd.DataFrame:
     """One (task, model, hidden)'s horizons: per optimizer its horizon and, per length
     tried, solved/seeds and a mark (+ passed, - failed, ? not settled)."""
