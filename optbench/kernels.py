@@ -45,8 +45,9 @@ DEFAULT_BATCH_MODELS = (1, 8, 64)
 
 def configure(parser) -> None:
     parser.add_argument("--section", choices=SECTIONS, default="optimizers",
-                        help="what to time: optimizer steps, model training steps, or both "
-                        "(default %(default)s)")
+                        help="what to time: optimizers (steps), models (training steps), "
+                        "batched (K optimizer steps at once), lockstep (K models per pass), "
+                        "all (every one but lockstep; default %(default)s)")
     parser.add_argument("--model", action="append", metavar="MODEL:H:T:B:I", dest="models",
                         help="a model configuration for the models section (repeatable; "
                         "default: the seed's LSTM at H=128, 32, 512, then GRU and RNN)")

@@ -82,9 +82,20 @@ def _int(text: str):
 def run(args) -> int:
     if args.preset is not None and args.config is not None:
         raise UsageError("give a PRESET or --config FILE, not both")
-    plugins.load_all(getattr(args, "plugin", []), what="--plugin")
+    from optbench import tasks
+    from optbench.optim import registry
+
+    before = set(registry.names()) | set(tasks.names())
+    flagged = plugins.load_all(getattr(args, "plugin", []), what="--plugin")
+    added = sorted((set(registry.names()) | set(tasks.names())) - before)
     m = mx.from_toml(args.config) if args.config else mx.from_preset(args.preset or mx.DEFAULT_PRESET)
     plugins.verify(m)  # compiles each plugin rule the matrix uses: a bad one stops us here
+    used = {c.optimizer for c in m.cells} | set(m.config["tasks"])
+    if flagged and added and not used & set(added):
+        # a preset names only built-ins: the plugin loads, and nothing of it would run
+        print(f"note: --plugin added {', '.join(added)}, which matrix {m.name} does not run; "
+              "name them in a TOML file's optimizers or tasks and run it with --config",
+              file=sys.stderr)
     if args.workers is not None and (args.scheduler or args.dask_local is not None):
         raise UsageError("--workers runs local processes; it does not combine with Dask options")
     _check_counts(args)

@@ -399,7 +399,8 @@ def execute(matrix: "Matrix", store: "Store", executor, fn: RunCell = run_cell,
                 todo = [cell for key, cell in cells.items() if key not in finished]
                 if progress is not None:
                     progress.plan(cells.values(), todo, lambda keys: store.outcomes(keys),
-                                  parallel=getattr(executor, "parallel", 1))
+                                  parallel=getattr(executor, "parallel", 1),
+                                  more=matrix.adaptive)
                 if todo:
                     ran += _run_wave(executor, fn, todo, store, progress, claims)
                     if not store.finished_keys() & {cell.key for cell in todo}:
@@ -504,9 +505,12 @@ class Progress:
                        f"{total - done}")
         self._draw()
 
-    def plan(self, cells, todo, outcomes, parallel: int = 1) -> None:
+    def plan(self, cells, todo, outcomes, parallel: int = 1, more: bool = False) -> None:
         """The cells planned so far and those of them still to run; a later wave of an
-        adaptive matrix plans more (`outcomes(keys)`: the stored outcomes of those keys)."""
+        adaptive matrix plans more (`outcomes(keys)`: the stored outcomes of those keys).
+        `more`: later waves may add cells, so the ETA covers the cells planned so far only
+        and says so."""
+        self.more = more
         cells, todo = list(cells), list(todo)
         if not hasattr(self, "total"):
             left = {cell.key for cell in todo}
@@ -560,7 +564,9 @@ class Progress:
         if math.isnan(expected):  # nothing learnt yet
             return "?"
         text = _duration(expected)
-        return text if _duration(bound) == text else f"{text} (at most {_duration(bound)})"
+        text = text if _duration(bound) == text else f"{text} (at most {_duration(bound)})"
+        # an adaptive matrix's next wave depends on results not in yet: no figure covers it
+        return f"{text} for this wave" if getattr(self, "more", False) else text
 
     def close(self) -> None:
         if self.bar:

@@ -92,6 +92,8 @@ def test_the_progress_line_says_the_eta_is_an_upper_bound_when_cells_stop_early(
     assert expected == pytest.approx(60.0) and bound == pytest.approx(
         60.0 * cost.work(cells[1]) / cost.work(cells[1], 50, 2))
     assert progress.eta() == f"1m00s (at most {runner._duration(bound)})"
+    progress.more = True  # a matrix whose later waves may add cells: the ETA says what it covers
+    assert progress.eta() == f"1m00s (at most {runner._duration(bound)}) for this wave"
     progress.update(solved_at_half(cells[1]))
     progress.update(solved_at_half(cells[2]))
     assert progress.eta() == "0s"

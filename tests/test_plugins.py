@@ -290,6 +290,25 @@ def test_plugin_flag_and_toml_key_load_files_relative_to_where_they_are_named(
         plugins.load_all(["adabelief.py"], what="--plugin")
 
 
+def test_a_plugin_flag_whose_names_the_matrix_does_not_run_says_so(
+        registries, tmp_path, capsys):
+    write(tmp_path / "adabelief.py", ADABELIEF)
+    assert main(["run", "smoke", "--plugin", str(tmp_path / "adabelief.py"), "--dry-run",
+                 "--out", str(tmp_path / "out")]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == ("note: --plugin added adabelief, which matrix smoke does not run; name "
+                     "them in a TOML file's optimizers or tasks and run it with --config")
+
+
+def test_a_plugin_flag_whose_names_the_matrix_runs_needs_no_note(registries, tmp_path, capsys):
+    write(tmp_path / "adabelief.py", ADABELIEF)
+    config = write(tmp_path / "mine.toml", PLUGIN_TOML.format(plugins=""))
+    assert main(["run", "--config", config, "--plugin", str(tmp_path / "adabelief.py"),
+                 "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "matrix mine:" in err and "note:" not in err
+
+
 # -- cell keys --------------------------------------------------------------------------------
 def test_builtin_cells_keep_their_keys():
     """Keys computed by the optbench before plugins existed: stores made then still resume."""

@@ -8,8 +8,9 @@ For every distinct (task, length, model, hidden, batch size) of a preset, one pr
 with this process's threads; its training seconds per step and seconds per evaluation are
 then multiplied out over the preset's cells. The estimate is an upper bound for a serial
 run: it assumes every cell uses its whole step budget and, for a matrix planned in waves,
-the most cells any results can ask for (`optbench.plan.bound`), while solved cells stop early (on
-`quick` the bound was 4 min; the run took 2.5-2.7 min serially, 1.4 min on two workers).
+the most cells any results can ask for (`optbench.plan.bound`), while solved cells stop
+early and searches stop at their first failure (the README's presets table says how far a
+real run stayed below its bound).
 Compile time is left out (the probe warms up first). Run it with NUMBA_NUM_THREADS=1 to
 get the per-worker figure of `--workers N` on N cores: divide the bound by N.
 """
