@@ -117,9 +117,11 @@ def lengths_display(lengths: pd.DataFrame) -> pd.DataFrame:
         "T": [str(int(t)) for t in lengths["length"]],
         "lr": [num(x, ".3g") + (f" ({e} edge)" if isinstance(e, str) and e else "")
                for x, e in zip(lengths["lr"], lengths["edge"])],
-        "seeds": lengths["seeds_from"],
-        "solved": [f"{int(k)}/{int(n)} {interval(lo, hi, '.0%')}" for k, n, lo, hi in zip(
-            lengths["solved"], lengths["seeds"], lengths["ci_low"], lengths["ci_high"])],
+        "seeds": lengths["seeds_from"].fillna("-"),
+        "solved": ["-" if pd.isna(k) or pd.isna(n)  # nothing of it finished yet
+                   else f"{int(k)}/{int(n)} {interval(lo, hi, '.0%')}" for k, n, lo, hi in zip(
+                       lengths["solved"], lengths["seeds"], lengths["ci_low"],
+                       lengths["ci_high"])],
         "passed": ["?" if pd.isna(p) else "yes" if p else "no" for p in lengths["passed"]],
     })
 
