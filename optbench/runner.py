@@ -493,6 +493,7 @@ class Progress:
     def __init__(self, stream=None, bar: bool | None = None):
         self.stream = stream if stream is not None else sys.stderr
         self.bar = self.stream.isatty() if bar is None else bar
+        self.more = False  # later waves may add cells (`plan`)
 
     def start(self, total: int, done: int, todo: Iterable[Cell] = (),
               counts: Counter | None = None, parallel: int = 1) -> None:
@@ -566,7 +567,7 @@ class Progress:
         text = _duration(expected)
         text = text if _duration(bound) == text else f"{text} (at most {_duration(bound)})"
         # an adaptive matrix's next wave depends on results not in yet: no figure covers it
-        return f"{text} for this wave" if getattr(self, "more", False) else text
+        return f"{text} for this wave" if self.more else text
 
     def close(self) -> None:
         if self.bar:
